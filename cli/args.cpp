@@ -1,0 +1,26 @@
+#include "cli/args.h"
+
+namespace hwca::cli {
+
+std::vector<std::string> normalize_go_flags(int argc, const char* const* argv) {
+  std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(argc));
+  bool rest_positional = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i == 0 || rest_positional) {
+      out.push_back(std::move(arg));
+      continue;
+    }
+    if (arg == "--") {
+      rest_positional = true;
+      out.push_back(std::move(arg));
+      continue;
+    }
+    bool single_dash_word = arg.size() > 2 && arg[0] == '-' && arg[1] != '-';
+    out.push_back(single_dash_word ? "-" + arg : std::move(arg));
+  }
+  return out;
+}
+
+}  // namespace hwca::cli

@@ -1,0 +1,54 @@
+#include "cli/context.h"
+
+#include "core/base/error.h"
+
+#include <cstdlib>
+#include <iostream>
+#include <iterator>
+#include <sys/stat.h>
+
+namespace hwca::cli {
+
+std::unique_ptr<core::Ledger> Context::open_ledger() const {
+  return core::Ledger::open(ledger_path.empty() ? core::default_ledger_path() : ledger_path);
+}
+
+void Context::check_key_uri(const std::string& uri, bool ca_key, bool allow_file_ca_key) const {
+  if (uri.empty()) throw Error(ErrorKind::Usage, "the key URI is empty");
+  if (uri.find(':') == std::string::npos) {
+    throw Error(ErrorKind::BadInput,
+                "'" + uri + "' is not a key URI; hwca keeps CA keys in hardware: move a cfssl key file in with "
+                "`hwca key import --from " + uri + " --key 'pkcs11:...'` (or pass file:" + uri +
+                " with --allow-file-ca-key)");
+  }
+  tokens::refuse_pin_value_on_command_line(uri);
+  if (ca_key && tokens::Registry::scheme_of(uri) == "file" && !allow_file_ca_key) {
+    throw Error(ErrorKind::Policy, "refusing a software CA key (" + uri +
+                                       "); CA keys belong in a token or TPM (pass --allow-file-ca-key to override)");
+  }
+}
+
+std::unique_ptr<tokens::Signer> Context::open_ca_key(const std::string& uri, bool allow_file_ca_key) const {
+  check_key_uri(uri, true, allow_file_ca_key);
+  return registry.backend_for(uri).open(uri);
+}
+
+void warn(const std::string& message) { std::cerr << "hwca: warning: " << message << std::endl; }
+
+void use_embedded_softhsm_default() {
+  if (std::getenv("SOFTHSM2_CONF") != nullptr) return;
+  std::string conf = core::hwca_home() + "/softhsm2.conf";
+  struct stat st {};
+  if (::stat(conf.c_str(), &st) == 0 && S_ISREG(st.st_mode)) ::setenv("SOFTHSM2_CONF", conf.c_str(), 0);
+}
+
+std::string read_input(const std::string& path) {
+  if (path == "-") {
+    std::string data((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    if (std::cin.bad()) throw Error(ErrorKind::Io, "cannot read standard input");
+    return data;
+  }
+  return read_file(path);
+}
+
+}  // namespace hwca::cli

@@ -1,0 +1,49 @@
+// What every subcommand shares: the key registry (owned by main), the ledger location, and the few
+// helpers that wire core/ to tokens/. cli/ is the only place that includes both.
+#pragma once
+
+#include "core/ledger.h"
+#include "core/profile.h"
+#include "core/x509.h"
+#include "tokens/backend.h"
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace hwca::cli {
+
+struct Context {
+  tokens::Registry& registry;
+  std::string ledger_path;  // empty: core::default_ledger_path()
+  // The action chosen by the parsed subcommand; run by main after parsing.
+  std::function<void()> action;
+
+  std::unique_ptr<core::Ledger> open_ledger() const;
+  // Opens a key named on the command line: refuses pin-value (it would be in argv) and, when the key
+  // is a CA key, a file: key unless `allow_file_ca_key`. A plain path gets a hint instead of a guess.
+  std::unique_ptr<tokens::Signer> open_ca_key(const std::string& uri, bool allow_file_ca_key) const;
+  void check_key_uri(const std::string& uri, bool ca_key, bool allow_file_ca_key) const;
+};
+
+// Prints a warning line on stderr: "hwca: warning: ...".
+void warn(const std::string& message);
+
+// One subcommand family per file.
+void add_key_commands(CLI::App& app, Context& ctx);
+void add_token_commands(CLI::App& app, Context& ctx);
+void add_ca_commands(CLI::App& app, Context& ctx);
+void add_sign_command(CLI::App& app, Context& ctx);
+void add_gencert_command(CLI::App& app, Context& ctx);
+void add_ledger_commands(CLI::App& app, Context& ctx);
+
+// If SOFTHSM2_CONF is unset and $HWCA_HOME/softhsm2.conf exists, points SOFTHSM2_CONF at it (the
+// embedded default token). An existing SOFTHSM2_CONF is always honoured.
+void use_embedded_softhsm_default();
+
+// Reads a file or "-" (stdin) whole.
+std::string read_input(const std::string& path);
+
+}  // namespace hwca::cli

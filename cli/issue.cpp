@@ -1,0 +1,65 @@
+#include "cli/issue.h"
+
+#include "core/base/error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <unistd.h>
+
+namespace hwca::cli {
+
+LoadedCa load_ca(const Context& ctx, const std::string& ca_path, const std::string& ca_key_uri, bool allow_file_ca_key) {
+  if (ca_path.empty()) throw Error(ErrorKind::Usage, "missing -ca (the CA certificate)");
+  if (ca_key_uri.empty()) throw Error(ErrorKind::Usage, "missing -ca-key (the CA key URI)");
+  LoadedCa ca;
+  ca.cert = x509_from_pem(read_file(ca_path), ca_path);
+  ca.key = ctx.open_ca_key(ca_key_uri, allow_file_ca_key);
+  core::check_key_matches_cert(ca.cert.get(), ca.key->public_key());
+  return ca;
+}
+
+ProfileChoice choose_profile(const std::string& config_path, const std::string& name, bool strict) {
+  ProfileChoice choice;
+  if (config_path.empty() && (name == "server" || name == "client" || name == "peer")) {
+    choice.profile = core::builtin_profile(name);
+    return choice;
+  }
+  choice.config = config_path.empty() ? core::CfsslConfig::builtin()
+                                      : core::CfsslConfig::parse(read_file(config_path), config_path);
+  std::string warning;
+  choice.profile = choice.config.select(name, strict, &warning);
+  if (!warning.empty()) warn(warning);
+  return choice;
+}
+
+std::vector<std::string> split_hosts(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    std::string item = list.substr(start, end - start);
+    if (!item.empty()) out.push_back(item);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string requester(const std::string& command) {
+  std::string who = "cli:" + command + " uid=" + std::to_string(::getuid());
+  if (const char* user = std::getenv("USER")) who += std::string(" user=") + user;
+  return who;
+}
+
+void print_cfssl_json(const std::string& cert, const std::string& csr, const std::string& key) {
+  std::map<std::string, std::string> out;  // Go marshals map keys sorted: cert, csr, key
+  if (!cert.empty()) out["cert"] = cert;
+  if (!csr.empty()) out["csr"] = csr;
+  if (!key.empty()) out["key"] = key;
+  std::cout << nlohmann::json(out).dump() << std::endl;
+}
+
+}  // namespace hwca::cli

@@ -1,0 +1,40 @@
+// The shared steps of the issuing commands (ca init, sign, gencert): load the CA, pick a profile,
+// hand a request to the engine, and write or print the result.
+#pragma once
+
+#include "cli/context.h"
+#include "core/cfssl.h"
+#include "core/engine.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace hwca::cli {
+
+// An issuing CA: its certificate and its key, opened and checked against each other.
+struct LoadedCa {
+  X509_ptr cert;
+  std::unique_ptr<tokens::Signer> key;
+};
+LoadedCa load_ca(const Context& ctx, const std::string& ca_path, const std::string& ca_key_uri, bool allow_file_ca_key);
+
+// The profile a command uses: a built-in one (server, client, peer) when no -config is given and the
+// name is one; otherwise the config's (or cfssl's built-in default config's) with cfssl's fallback.
+struct ProfileChoice {
+  core::CfsslConfig config;
+  core::Profile profile;
+};
+ProfileChoice choose_profile(const std::string& config_path, const std::string& name, bool strict);
+
+// "-hostname=a,b,c" split on commas (empty items dropped).
+std::vector<std::string> split_hosts(const std::string& list);
+
+// "cli:<command> uid=<uid> user=<USER>"
+std::string requester(const std::string& command);
+
+// {"cert":..., "csr":..., "key":...} as cfssl prints it (empty members left out), one line.
+void print_cfssl_json(const std::string& cert, const std::string& csr, const std::string& key);
+
+}  // namespace hwca::cli

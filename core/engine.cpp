@@ -1,0 +1,122 @@
+#include "core/engine.h"
+
+#include "core/base/algorithm.h"
+#include "core/base/error.h"
+
+#include <openssl/err.h>
+
+#include <regex>
+
+namespace hwca::core {
+
+Issuer::Issuer(const X509* ca_cert, EVP_PKEY* ca_key, Ledger& ledger) : m_ca_cert(ca_cert), m_ca_key(ca_key), m_ledger(ledger) {
+  if (!m_ca_key) throw Error(ErrorKind::Internal, "Issuer: no CA key");
+}
+
+CertTemplate Issuer::plan(const IssueRequest& request) const {
+  if (!request.profile) throw Error(ErrorKind::Internal, "IssueRequest without a profile");
+  if (!request.public_key) throw Error(ErrorKind::Internal, "IssueRequest without a public key");
+  const Profile& profile = *request.profile;
+
+  CertTemplate t;
+  t.subject.reset(request.subject ? X509_NAME_dup(request.subject.get()) : X509_NAME_new());
+  if (!t.subject) throw_openssl(ErrorKind::Internal, "copying the subject");
+  t.sans = request.sans;
+
+  // Usages.
+  Usages usages = profile.resolve_usages();
+  if (profile.key_encipherment_only_for_rsa && !EVP_PKEY_is_a(request.public_key, "RSA"))
+    usages.key_usage &= ~static_cast<unsigned>(X509v3_KU_KEY_ENCIPHERMENT);
+  t.key_usage = usages.key_usage;
+  t.key_usage_critical = true;
+  t.ext_key_usage = usages.ext_key_usage;
+
+  // Validity.
+  std::time_t not_before = now_rounded_to_minute() - static_cast<std::time_t>(profile.backdate.value_or(std::chrono::minutes(5)).count());
+  std::time_t not_after = 0;
+  if (profile.not_before) not_before = *profile.not_before;
+  if (profile.not_after) {
+    not_after = *profile.not_after;
+  } else {
+    profile.check_expiry();
+    not_after = not_before + static_cast<std::time_t>(profile.expiry.count());
+  }
+  if (m_ca_cert) {
+    std::time_t ca_not_after = asn1_time_to_time_t(X509_get0_notAfter(m_ca_cert));
+    if (ca_not_after <= now())
+      throw Error(ErrorKind::Policy, "the CA certificate expired at " + iso8601(ca_not_after));
+    if (not_after > ca_not_after) not_after = ca_not_after;
+  }
+  if (not_after <= not_before)
+    throw Error(ErrorKind::Policy, "profile '" + profile.name + "': the certificate would end (" + iso8601(not_after) +
+                                       ") before it begins (" + iso8601(not_before) + ")");
+  t.not_before = not_before;
+  t.not_after = not_after;
+
+  // Names allowed by the profile (Go's Regexp.MatchString: a match anywhere unless anchored).
+  if (profile.name_whitelist) {
+    std::regex re(*profile.name_whitelist, std::regex::ECMAScript);
+    auto check = [&](const std::string& n) {
+      if (!std::regex_search(n, re))
+        throw Error(ErrorKind::Policy, "profile '" + profile.name + "': name '" + n + "' is not allowed by name_whitelist");
+    };
+    check(common_name(t.subject.get()));
+    for (const auto& dns : t.sans.dns) check(dns);
+  }
+
+  // CA constraint: only a profile's ca_constraint makes a CA (a CSR asking for CA:TRUE is not enough).
+  t.basic_constraints = true;
+  if (profile.ca_constraint && profile.ca_constraint->is_ca) {
+    t.is_ca = true;
+    const CaConstraint& cc = *profile.ca_constraint;
+    t.path_len = cc.max_path_len_zero ? 0 : (cc.max_path_len > 0 ? cc.max_path_len : -1);
+    if (!m_ca_cert && request.path_len) t.path_len = *request.path_len < 0 ? -1 : *request.path_len;
+  } else {
+    t.is_ca = false;
+    t.path_len = -1;
+  }
+
+  t.subject_key_id = true;
+  t.authority_key_id = m_ca_cert ? true : request.authority_key_id_on_self_signed;
+  return t;
+}
+
+X509_ptr Issuer::issue(const IssueRequest& request) {
+  CertTemplate t = plan(request);
+  if (m_ca_cert && X509_check_ca(const_cast<X509*>(m_ca_cert)) == 0) {
+    ERR_clear_error();
+    throw Error(ErrorKind::Policy, "the issuer certificate is not a CA certificate (no basicConstraints CA:TRUE)");
+  }
+  ASN1_INTEGER_ptr serial;
+  for (int attempt = 0;; ++attempt) {
+    serial = random_serial();
+    if (!m_ledger.has_serial(serial_hex(serial.get()))) break;
+    if (attempt >= 16) throw Error(ErrorKind::Internal, "could not draw a serial number that is not in the ledger");
+  }
+  X509_ptr cert = build_certificate(t, serial.get(), request.public_key, m_ca_cert, m_ca_key);
+  m_ledger.record(cert.get(), request.profile->name, request.requester);
+  return cert;
+}
+
+void check_key_matches_cert(const X509* ca_cert, EVP_PKEY* ca_key) {
+  EVP_PKEY* cert_key = X509_get0_pubkey(ca_cert);
+  if (!cert_key || !ca_key) {
+    drain_openssl_errors();
+    throw Error(ErrorKind::BadInput, "the CA key does not match the CA certificate's public key");
+  }
+  bool same = false;
+  try {
+    same = same_public_key(cert_key, ca_key);
+  } catch (const Error&) {
+    same = false;
+  }
+  if (!same) {
+    // A key with a legacy method (libp11) may not export its public half as DER the same way; compare
+    // with OpenSSL's own comparison as a second opinion.
+    same = EVP_PKEY_eq(cert_key, ca_key) == 1;
+    drain_openssl_errors();
+  }
+  if (!same) throw Error(ErrorKind::BadInput, "the CA key does not match the CA certificate's public key");
+}
+
+}  // namespace hwca::core
