@@ -38,6 +38,14 @@ void add_ca_commands(CLI::App& app, Context& ctx);
 void add_sign_command(CLI::App& app, Context& ctx);
 void add_gencert_command(CLI::App& app, Context& ctx);
 void add_ledger_commands(CLI::App& app, Context& ctx);
+// hwca k8s init | check-expiration | renew (cmd_k8s.cpp); it calls add_k8s_sign_csr_command for its
+// `sign-csr` subcommand (cmd_k8s_sign_csr.cpp).
+void add_k8s_commands(CLI::App& app, Context& ctx);
+void add_k8s_sign_csr_command(CLI::App& k8s, Context& ctx);
+// hwca ceremony | custody | revoke | crl | audit (cmd_ceremony.cpp, cmd_custody.cpp, cmd_revoke.cpp).
+void add_ceremony_commands(CLI::App& app, Context& ctx);
+void add_custody_commands(CLI::App& app, Context& ctx);
+void add_revocation_commands(CLI::App& app, Context& ctx);
 
 // If SOFTHSM2_CONF is unset and $HWCA_HOME/softhsm2.conf exists, points SOFTHSM2_CONF at it (the
 // embedded default token). An existing SOFTHSM2_CONF is always honoured.

@@ -53,6 +53,10 @@ int main(int argc, char** argv) {
     hwca::cli::add_sign_command(app, ctx);
     hwca::cli::add_gencert_command(app, ctx);
     hwca::cli::add_ledger_commands(app, ctx);
+    hwca::cli::add_k8s_commands(app, ctx);
+    hwca::cli::add_ceremony_commands(app, ctx);
+    hwca::cli::add_custody_commands(app, ctx);
+    hwca::cli::add_revocation_commands(app, ctx);
 
     try {
       app.parse(static_cast<int>(cargs.size()), cargs.data());

@@ -7,7 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-hwca="$PWD/$(bash scripts/build.sh release | tail -n1)/hwca"
+mkdir -p build
+if ! builddir=$(bash scripts/build.sh release 2>build/demo-build.log | tail -n1); then
+  cat build/demo-build.log >&2; echo "demo: the build failed (log above)" >&2; exit 1
+fi
+hwca="$PWD/$builddir/hwca"
 
 export HWCA_HOME=${HWCA_HOME:-$PWD/.hwca}
 mkdir -p "$HWCA_HOME" && chmod 700 "$HWCA_HOME"
@@ -67,12 +71,15 @@ steps+=("leaf     $out/leaf-$n.pem (server profile) signed by the token key")
 
 openssl verify -CAfile "$out/ca.pem" "$out/leaf-$n.pem" >/dev/null
 steps+=("verify   openssl verify: OK")
-certtool --verify --load-ca-certificate "$out/ca.pem" --infile "$out/leaf-$n.pem" >/dev/null
-certtool --verify-chain --infile <(cat "$out/leaf-$n.pem" "$out/ca.pem") >/dev/null
+certtool --verify --load-ca-certificate "$out/ca.pem" --infile "$out/leaf-$n.pem" >/dev/null 2>&1
+certtool --verify-chain --infile <(cat "$out/leaf-$n.pem" "$out/ca.pem") >/dev/null 2>&1
 steps+=("verify   certtool --verify and --verify-chain: OK")
 
 attrs=$("$hwca" key show --key "$key" | grep -E '^  (local|sensitive|always-sensitive|never-extractable|extractable):' | tr -s ' ' | sed 's/^ //' | paste -sd, -)
-p11=$(pkcs11-tool --module "$module" --token-label "$token" --list-objects --type privkey 2>/dev/null | grep -A6 "label: *root-ca" | grep -E 'Access|Usage' | tr -s ' ' | paste -sd' ' -)
+# pkcs11-tool's own reading, logged in through a pseudo-terminal so that the PIN is not in its argv.
+p11=$({ sleep 0.5; cat "$HWCA_HOME/user.pin"; echo; } \
+  | script -qec "pkcs11-tool --module $module --token-label $token --login --list-objects --type privkey" /dev/null 2>/dev/null \
+  | tr -d '\r' | grep -A6 "label: *root-ca\$" | grep -E 'Access' | sed 's/^ *Access: *//')
 count=$("$hwca" ledger list | wc -l)
 
 echo "hwca demo (state in $HWCA_HOME)"

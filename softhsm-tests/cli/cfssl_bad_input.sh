@@ -50,7 +50,7 @@ csr initca-rsa '{"CN":"Root","key":{"algo":"rsa","size":2048}}'
 # ca-config.json files: cfg/NAME.json
 cfg() { printf '%s' "$2" > "cfg/$1.json"; }
 cfg good '{"signing":{"default":{"expiry":"43800h","usages":["signing","key encipherment","server auth","client auth"]},
-  "profiles":{"strict":{"expiry":"8760h","usages":["signing","server auth"],"name_whitelist":"^[a-z]+\\.example$|^ok\\.example$"},
+  "profiles":{"strict":{"expiry":"8760h","usages":["signing","server auth"],"name_whitelist":"^(ok|good)\\.example$"},
               "onlyok":{"expiry":"8760h","usages":["signing","server auth"],"name_whitelist":"^ok\\.example$"}}}}'
 cfg broken '{"signing":{"default":{"expiry":"43800h",'
 cfg neg-expiry '{"signing":{"default":{"expiry":"-1h","usages":["signing"]}}}'
@@ -167,7 +167,7 @@ expect_error "sign: CSR is garbage" "$HWCA" sign -ca=ca.pem -ca-key="$ROOT" -con
 expect_error "sign: CSR signature does not verify" "$HWCA" sign -ca=ca.pem -ca-key="$ROOT" -config=cfg/good.json tampered.der
 expect_error "sign: no CSR" "$HWCA" sign -ca=ca.pem -ca-key="$ROOT" -config=cfg/good.json
 expect_error "sign: --csr and a file argument" "$HWCA" sign -ca=ca.pem -ca-key="$ROOT" --csr leaf.csr leaf.csr
-expect_error "sign: unknown built-in profile" "$HWCA" sign --ca ca.pem --ca-key "$ROOT" --csr leaf.csr --profile admin --bare bare/admin
+expect_error "sign: unknown profile, no config, --strict-profile" "$HWCA" sign --ca ca.pem --ca-key "$ROOT" --csr leaf.csr --profile admin --strict-profile --bare bare/admin
 expect_error "sign: -ca-key does not match -ca" "$HWCA" sign -ca=ca.pem -ca-key="$OTHER" -config=cfg/good.json leaf.csr
 expect_error "sign: expiry 0s" "$HWCA" sign -ca=ca.pem -ca-key="$ROOT" -config=cfg/zero-expiry.json leaf.csr
 expect_error "sign: -hostname with a 300-character label" "$HWCA" sign -ca=ca.pem -ca-key="$ROOT" -config=cfg/good.json -hostname="$long_label.example" leaf.csr

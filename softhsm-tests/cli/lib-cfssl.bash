@@ -39,6 +39,19 @@ validity_seconds() {
   echo $(( $(date -u -d "$na" +%s) - $(date -u -d "$nb" +%s) ))
 }
 
+# not_after CERT: notAfter as seconds since the epoch.
+not_after() { date -u -d "$(openssl x509 -in "$1" -noout -enddate | cut -d= -f2)" +%s; }
+
+# leaf_validity_ok LEAF CA SECONDS: LEAF is valid for SECONDS, or for less because hwca ended it at its
+# CA's notAfter (hwca never issues past its CA; cfssl does). One check.
+leaf_validity_ok() {
+  local v; v=$(validity_seconds "$1")
+  if [ "$v" = "$3" ]; then ok; return; fi
+  [ "$v" -lt "$3" ] && [ "$(not_after "$1")" = "$(not_after "$2")" ] ||
+    fail "$1: valid for $v s, want $3 s (or ending at $2's notAfter)"
+  ok
+}
+
 # sig_alg CERT: the signature algorithm name.
 sig_alg() { openssl x509 -in "$1" -noout -text | sed -n 's/^ *Signature Algorithm: //p' | head -1; }
 
