@@ -18,7 +18,16 @@ std::vector<std::string> normalize_go_flags(int argc, const char* const* argv) {
       continue;
     }
     bool single_dash_word = arg.size() > 2 && arg[0] == '-' && arg[1] != '-';
-    out.push_back(single_dash_word ? "-" + arg : std::move(arg));
+    if (single_dash_word) arg = "-" + arg;
+    // Go's "-flag=" sets an empty value; CLI11 would take the next argument instead. Pass the empty
+    // value as its own argument.
+    if (arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.back() == '=' && arg.find('=') == arg.size() - 1) {
+      arg.pop_back();
+      out.push_back(std::move(arg));
+      out.emplace_back();
+      continue;
+    }
+    out.push_back(std::move(arg));
   }
   return out;
 }

@@ -85,6 +85,7 @@ void run_gencert(const Context& ctx, const GencertOptions& opts) {
   req.requester = requester("gencert");
   core::Issuer issuer(ca.cert.get(), ca.key->pkey(), *ledger);
   X509_ptr cert = issuer.issue(req);
+  warn_if_validity_capped(cert.get(), choice.profile);
   std::string cert_pem = x509_to_pem(cert.get());
   std::string csr_pem = csr_to_pem(csr.get());
   std::string key_pem = private_key_to_traditional_pem(leaf_key.get());

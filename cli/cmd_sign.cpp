@@ -52,7 +52,8 @@ void add_sign_command(CLI::App& app, Context& ctx) {
       choice.profile.check_expiry();
       choice.profile.resolve_usages();
 
-      X509_REQ_ptr csr = csr_from_pem_or_der(read_input(csr_path), csr_path == "-" ? "the CSR on stdin" : csr_path);
+      const std::string csr_input = read_input(csr_path);
+      X509_REQ_ptr csr = csr_from_pem_or_der(csr_input, csr_path == "-" ? "the CSR on stdin" : csr_path);
       core::verify_csr_signature(csr.get());
       LoadedCa ca = load_ca(ctx, opts->ca, opts->ca_key, opts->allow_file_ca_key);
       auto ledger = ctx.open_ledger();
@@ -70,10 +71,12 @@ void add_sign_command(CLI::App& app, Context& ctx) {
       req.requested_ca = core::csr_requests_ca(csr.get());
       core::Issuer issuer(ca.cert.get(), ca.key->pkey(), *ledger);
       X509_ptr cert = issuer.issue(req);
+      warn_if_validity_capped(cert.get(), choice.profile);
       std::string pem = x509_to_pem(cert.get());
       if (!opts->bare.empty()) core::write_bare(opts->bare, {pem, {}, {}});
       else if (!opts->out.empty()) core::write_file_atomic(opts->out, pem, 0644);
-      else print_cfssl_json(pem, {}, {});
+      // cfssl sign echoes the request back as "csr", verbatim when it was PEM.
+      else print_cfssl_json(pem, csr_input.find("-----BEGIN") != std::string::npos ? csr_input : csr_to_pem(csr.get()), {});
     };
   });
 }

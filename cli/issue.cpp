@@ -54,6 +54,15 @@ std::string requester(const std::string& command) {
   return who;
 }
 
+void warn_if_validity_capped(const X509* cert, const core::Profile& profile) {
+  if (profile.not_after || profile.expiry.count() <= 0) return;
+  std::time_t nb = core::asn1_time_to_time_t(X509_get0_notBefore(cert));
+  std::time_t na = core::asn1_time_to_time_t(X509_get0_notAfter(cert));
+  if (na - nb < profile.expiry.count())
+    warn("the certificate's validity was cut to end with its CA's (" + core::iso8601(na) + "), short of the profile's " +
+         core::format_go_duration(profile.expiry));
+}
+
 void print_cfssl_json(const std::string& cert, const std::string& csr, const std::string& key) {
   std::map<std::string, std::string> out;  // Go marshals map keys sorted: cert, csr, key
   if (!cert.empty()) out["cert"] = cert;

@@ -34,6 +34,10 @@ std::vector<std::string> split_hosts(const std::string& list);
 // "cli:<command> uid=<uid> user=<USER>"
 std::string requester(const std::string& command);
 
+// One warning line when the engine cut the certificate's validity at its CA's notAfter (cfssl does
+// not cut; a leaf outliving its CA would not verify after the CA expires anyway).
+void warn_if_validity_capped(const X509* cert, const core::Profile& profile);
+
 // {"cert":..., "csr":..., "key":...} as cfssl prints it (empty members left out), one line.
 void print_cfssl_json(const std::string& cert, const std::string& csr, const std::string& key);
 

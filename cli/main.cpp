@@ -12,6 +12,11 @@
 #include <string>
 #include <vector>
 
+namespace hwca::cli {
+// cmd_custody.cpp: rebuilds the PIN from Shamir share files and makes it the PIN of every key opened.
+void apply_pin_shares(const std::string& list);
+}  // namespace hwca::cli
+
 namespace {
 
 std::string one_line(std::string text) {
@@ -47,6 +52,9 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.fallthrough();
     app.add_option("--ledger", ctx.ledger_path, "ledger database (default $HWCA_HOME/ledger.db, $HWCA_HOME=./.hwca)");
+    std::string pin_shares;
+    app.add_option("--pin-shares", pin_shares,
+                   "custodians' share files (a,b,c) that rebuild the token PIN (see `hwca custody split`)");
     hwca::cli::add_key_commands(app, ctx);
     hwca::cli::add_token_commands(app, ctx);
     hwca::cli::add_ca_commands(app, ctx);
@@ -65,6 +73,7 @@ int main(int argc, char** argv) {
       return report(e.what(), 2);
     }
     if (!ctx.action) return report("no command given (try --help)", 2);
+    if (!pin_shares.empty()) hwca::cli::apply_pin_shares(pin_shares);
     ctx.action();
   } catch (const hwca::Error& e) {
     rc = report(e.what(), e.kind() == hwca::ErrorKind::Usage ? 2 : 1);

@@ -228,9 +228,9 @@ Profile parse_profile(const Obj& o, const std::string& name) {
   }
   if (auto v = o.str("name_whitelist"); v && !v->empty()) {
     try {
-      std::regex re(*v, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      o.fail("name_whitelist", "\"" + *v + "\" is not a valid regular expression (" + e.what() + ")");
+      compile_name_whitelist(*v);
+    } catch (const Error& e) {
+      o.fail("name_whitelist", e.what());
     }
     p.name_whitelist = *v;
   }

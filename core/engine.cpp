@@ -55,7 +55,7 @@ CertTemplate Issuer::plan(const IssueRequest& request) const {
 
   // Names allowed by the profile (Go's Regexp.MatchString: a match anywhere unless anchored).
   if (profile.name_whitelist) {
-    std::regex re(*profile.name_whitelist, std::regex::ECMAScript);
+    std::regex re = compile_name_whitelist(*profile.name_whitelist);
     auto check = [&](const std::string& n) {
       if (!std::regex_search(n, re))
         throw Error(ErrorKind::Policy, "profile '" + profile.name + "': name '" + n + "' is not allowed by name_whitelist");

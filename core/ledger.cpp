@@ -3,6 +3,7 @@
 #include "core/base/error.h"
 #include "core/x509.h"
 
+#include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
 #include <cerrno>
@@ -93,8 +94,37 @@ void migrate_0_to_1(sqlite3* db, const std::string& path) {
        "migrating the schema to version 1");
 }
 
+// Version 2: revocation, CRL numbers and the audit chain (core/audit.h). audit_events ids are given
+// explicitly (head id + 1), so a deleted entry leaves a gap that `audit verify` names.
+void migrate_1_to_2(sqlite3* db, const std::string& path) {
+  exec(db, path,
+       "ALTER TABLE certificates ADD COLUMN revoked_at TEXT;"
+       "ALTER TABLE certificates ADD COLUMN revocation_reason TEXT;"
+       "CREATE TABLE crl_numbers ("
+       "  issuer_key_id TEXT PRIMARY KEY,"
+       "  issuer TEXT NOT NULL,"
+       "  last_number INTEGER NOT NULL);"
+       "CREATE TABLE audit_events ("
+       "  id INTEGER PRIMARY KEY,"
+       "  at TEXT NOT NULL,"
+       "  kind TEXT NOT NULL,"
+       "  detail TEXT NOT NULL,"
+       "  prev_hash TEXT NOT NULL,"
+       "  hash TEXT NOT NULL);"
+       "CREATE TABLE audit_checkpoints ("
+       "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+       "  entry_id INTEGER NOT NULL,"
+       "  head_hash TEXT NOT NULL,"
+       "  count INTEGER NOT NULL,"
+       "  at TEXT NOT NULL,"
+       "  signature TEXT NOT NULL,"
+       "  key_uri TEXT NOT NULL,"
+       "  public_key TEXT NOT NULL);",
+       "migrating the schema to version 2");
+}
+
 using Migration = void (*)(sqlite3*, const std::string&);
-const Migration kMigrations[] = {&migrate_0_to_1};
+const Migration kMigrations[] = {&migrate_0_to_1, &migrate_1_to_2};
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Ledger::kSchemaVersion);
 
 void set_version(sqlite3* db, const std::string& path, int version) {
@@ -156,6 +186,78 @@ std::string join(const std::vector<std::string>& parts, const char* sep) {
   return out;
 }
 
+const char* kAuditColumns = "id, at, kind, detail, prev_hash, hash";
+
+AuditEntry audit_row(sqlite3_stmt* s) {
+  AuditEntry e;
+  e.id = sqlite3_column_int64(s, 0);
+  e.at = column_text(s, 1);
+  e.kind = column_text(s, 2);
+  e.detail = column_text(s, 3);
+  e.prev_hash = column_text(s, 4);
+  e.hash = column_text(s, 5);
+  return e;
+}
+
+std::optional<AuditEntry> read_audit_head(sqlite3* db, const std::string& path) {
+  Stmt s = prepare(db, path, "SELECT id, at, kind, detail, prev_hash, hash FROM audit_events ORDER BY id DESC LIMIT 1");
+  int rc = sqlite3_step(s.get());
+  if (rc == SQLITE_ROW) return audit_row(s.get());
+  if (rc == SQLITE_DONE) return std::nullopt;
+  fail(db, path, "reading the audit chain head");
+}
+
+// Appends one entry; the caller holds the write lock (an open BEGIN IMMEDIATE transaction).
+AuditEntry append_audit_in_transaction(sqlite3* db, const std::string& path, const std::string& kind,
+                                       const std::string& detail) {
+  AuditEntry e = next_audit_entry(read_audit_head(db, path), iso8601(now()), kind, detail);
+  Stmt s = prepare(db, path, "INSERT INTO audit_events(id, at, kind, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (sqlite3_bind_int64(s.get(), 1, e.id) != SQLITE_OK) fail(db, path, "binding a value");
+  bind_text(db, path, s.get(), 2, e.at);
+  bind_text(db, path, s.get(), 3, e.kind);
+  bind_text(db, path, s.get(), 4, e.detail);
+  bind_text(db, path, s.get(), 5, e.prev_hash);
+  bind_text(db, path, s.get(), 6, e.hash);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) fail(db, path, "appending the audit event '" + kind + "'");
+  return e;
+}
+
+const char* kCertColumns =
+    "serial, issuer, subject, sans, not_before, not_after, profile, requester, issued_at, status, pem, revoked_at,"
+    " revocation_reason";
+
+LedgerEntry cert_row(sqlite3_stmt* s) {
+  LedgerEntry e;
+  e.serial = column_text(s, 0);
+  e.issuer = column_text(s, 1);
+  e.subject = column_text(s, 2);
+  e.sans = column_text(s, 3);
+  e.not_before = column_text(s, 4);
+  e.not_after = column_text(s, 5);
+  e.profile = column_text(s, 6);
+  e.requester = column_text(s, 7);
+  e.issued_at = column_text(s, 8);
+  e.status = column_text(s, 9);
+  e.pem = column_text(s, 10);
+  e.revoked_at = column_text(s, 11);
+  e.revocation_reason = column_text(s, 12);
+  return e;
+}
+
+// Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back on any exception.
+template <typename Fn>
+auto in_transaction(sqlite3* db, const std::string& path, const std::string& what, Fn&& body) {
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) fail(db, path, what);
+  try {
+    auto result = body();
+    if (sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) fail(db, path, what);
+    return result;
+  } catch (...) {
+    rollback(db);
+    throw;
+  }
+}
+
 }  // namespace
 
 Ledger::Ledger(sqlite3* db, std::string path) : m_db(db), m_path(std::move(path)) {}
@@ -213,6 +315,14 @@ void Ledger::record(const X509* cert, const std::string& profile, const std::str
       throw io_error(msg);
     }
     s.reset();
+    nlohmann::json detail = {{"serial", e.serial},       {"subject", e.subject},   {"issuer", e.issuer},
+                             {"sans", e.sans},           {"not_after", e.not_after}, {"profile", profile},
+                             {"requester", requester},   {"sha256", sha256_hex(x509_to_der(cert))}};
+    try {
+      append_audit_in_transaction(m_db, m_path, "certificate-issued", detail.dump());
+    } catch (const Error& err) {
+      throw io_error(err.what());
+    }
     if (sqlite3_exec(m_db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) throw io_error(errmsg(m_db));
   } catch (...) {
     rollback(m_db);
@@ -222,35 +332,161 @@ void Ledger::record(const X509* cert, const std::string& profile, const std::str
 
 void Ledger::record_event(const std::string& kind, const std::string& detail) {
   std::lock_guard<std::mutex> lock(m_mutex);
-  Stmt s = prepare(m_db, m_path, "INSERT INTO events(at, kind, detail) VALUES (?1, ?2, ?3)");
-  bind_text(m_db, m_path, s.get(), 1, iso8601(now()));
-  bind_text(m_db, m_path, s.get(), 2, kind);
-  bind_text(m_db, m_path, s.get(), 3, detail);
-  if (sqlite3_step(s.get()) != SQLITE_DONE) fail(m_db, m_path, "could not record the event '" + kind + "'");
+  in_transaction(m_db, m_path, "could not record the event '" + kind + "'", [&] {
+    Stmt s = prepare(m_db, m_path, "INSERT INTO events(at, kind, detail) VALUES (?1, ?2, ?3)");
+    bind_text(m_db, m_path, s.get(), 1, iso8601(now()));
+    bind_text(m_db, m_path, s.get(), 2, kind);
+    bind_text(m_db, m_path, s.get(), 3, detail);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) fail(m_db, m_path, "could not record the event '" + kind + "'");
+    s.reset();
+    append_audit_in_transaction(m_db, m_path, kind, nlohmann::json{{"detail", detail}}.dump());
+    return 0;
+  });
+}
+
+LedgerEntry Ledger::revoke(const std::string& serial, const std::string& reason, std::time_t revoked_at) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return in_transaction(m_db, m_path, "could not revoke " + serial, [&] {
+    Stmt q = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = ?1").c_str());
+    bind_text(m_db, m_path, q.get(), 1, serial);
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
+    if (rc != SQLITE_ROW) fail(m_db, m_path, "looking up a serial");
+    LedgerEntry e = cert_row(q.get());
+    q.reset();
+    if (e.status == "revoked")
+      throw Error(ErrorKind::Conflict, "serial " + serial + " was already revoked at " + e.revoked_at + " (" +
+                                           e.revocation_reason + ")");
+    e.status = "revoked";
+    e.revoked_at = iso8601(revoked_at);
+    e.revocation_reason = reason;
+    Stmt u = prepare(m_db, m_path,
+                     "UPDATE certificates SET status = 'revoked', revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1");
+    bind_text(m_db, m_path, u.get(), 1, serial);
+    bind_text(m_db, m_path, u.get(), 2, e.revoked_at);
+    bind_text(m_db, m_path, u.get(), 3, reason);
+    if (sqlite3_step(u.get()) != SQLITE_DONE) fail(m_db, m_path, "could not revoke " + serial);
+    u.reset();
+    append_audit_in_transaction(m_db, m_path, "certificate-revoked",
+                                nlohmann::json{{"serial", serial}, {"subject", e.subject}, {"issuer", e.issuer},
+                                               {"reason", reason}, {"revoked_at", e.revoked_at}}
+                                    .dump());
+    return e;
+  });
+}
+
+std::optional<LedgerEntry> Ledger::find(const std::string& serial) const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  Stmt q = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = ?1").c_str());
+  bind_text(m_db, m_path, q.get(), 1, serial);
+  int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_ROW) return cert_row(q.get());
+  if (rc == SQLITE_DONE) return std::nullopt;
+  fail(m_db, m_path, "looking up a serial");
+}
+
+std::vector<LedgerEntry> Ledger::revoked_by(const std::string& issuer) const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  Stmt q = prepare(m_db, m_path,
+                   (std::string("SELECT ") + kCertColumns +
+                    " FROM certificates WHERE status = 'revoked' AND issuer = ?1 ORDER BY revoked_at, rowid")
+                       .c_str());
+  bind_text(m_db, m_path, q.get(), 1, issuer);
+  std::vector<LedgerEntry> out;
+  int rc = 0;
+  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) out.push_back(cert_row(q.get()));
+  if (rc != SQLITE_DONE) fail(m_db, m_path, "listing revoked certificates");
+  return out;
+}
+
+long long Ledger::next_crl_number(const std::string& issuer_key_id, const std::string& issuer) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return in_transaction(m_db, m_path, "could not draw a CRL number", [&] {
+    Stmt u = prepare(m_db, m_path,
+                     "INSERT INTO crl_numbers(issuer_key_id, issuer, last_number) VALUES (?1, ?2, 1)"
+                     " ON CONFLICT(issuer_key_id) DO UPDATE SET last_number = last_number + 1, issuer = ?2");
+    bind_text(m_db, m_path, u.get(), 1, issuer_key_id);
+    bind_text(m_db, m_path, u.get(), 2, issuer);
+    if (sqlite3_step(u.get()) != SQLITE_DONE) fail(m_db, m_path, "could not draw a CRL number");
+    u.reset();
+    Stmt q = prepare(m_db, m_path, "SELECT last_number FROM crl_numbers WHERE issuer_key_id = ?1");
+    bind_text(m_db, m_path, q.get(), 1, issuer_key_id);
+    if (sqlite3_step(q.get()) != SQLITE_ROW) fail(m_db, m_path, "could not read the CRL number");
+    long long number = sqlite3_column_int64(q.get(), 0);
+    q.reset();
+    append_audit_in_transaction(m_db, m_path, "crl-number",
+                                nlohmann::json{{"issuer", issuer}, {"issuer_key", issuer_key_id}, {"number", number}}.dump());
+    return number;
+  });
+}
+
+AuditEntry Ledger::append_audit(const std::string& kind, const std::string& detail_json) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return in_transaction(m_db, m_path, "could not append the audit event '" + kind + "'",
+                        [&] { return append_audit_in_transaction(m_db, m_path, kind, detail_json); });
+}
+
+std::optional<AuditEntry> Ledger::audit_head() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return read_audit_head(m_db, m_path);
+}
+
+std::vector<AuditEntry> Ledger::audit_entries() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  Stmt s = prepare(m_db, m_path, (std::string("SELECT ") + kAuditColumns + " FROM audit_events ORDER BY id").c_str());
+  std::vector<AuditEntry> out;
+  int rc = 0;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(audit_row(s.get()));
+  if (rc != SQLITE_DONE) fail(m_db, m_path, "reading the audit chain");
+  return out;
+}
+
+std::vector<AuditCheckpoint> Ledger::audit_checkpoints() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  Stmt s = prepare(m_db, m_path,
+                   "SELECT id, entry_id, head_hash, count, at, signature, key_uri, public_key FROM audit_checkpoints ORDER BY id");
+  std::vector<AuditCheckpoint> out;
+  int rc = 0;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    AuditCheckpoint c;
+    c.id = sqlite3_column_int64(s.get(), 0);
+    c.entry_id = sqlite3_column_int64(s.get(), 1);
+    c.head_hash = column_text(s.get(), 2);
+    c.count = sqlite3_column_int64(s.get(), 3);
+    c.at = column_text(s.get(), 4);
+    c.signature = column_text(s.get(), 5);
+    c.key_uri = column_text(s.get(), 6);
+    c.public_key = column_text(s.get(), 7);
+    out.push_back(std::move(c));
+  }
+  if (rc != SQLITE_DONE) fail(m_db, m_path, "reading the audit checkpoints");
+  return out;
+}
+
+long long Ledger::add_audit_checkpoint(const AuditCheckpoint& c) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return in_transaction(m_db, m_path, "could not store the audit checkpoint", [&] {
+    Stmt s = prepare(m_db, m_path,
+                     "INSERT INTO audit_checkpoints(entry_id, head_hash, count, at, signature, key_uri, public_key)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    if (sqlite3_bind_int64(s.get(), 1, c.entry_id) != SQLITE_OK || sqlite3_bind_int64(s.get(), 3, c.count) != SQLITE_OK)
+      fail(m_db, m_path, "binding a value");
+    bind_text(m_db, m_path, s.get(), 2, c.head_hash);
+    bind_text(m_db, m_path, s.get(), 4, c.at);
+    bind_text(m_db, m_path, s.get(), 5, c.signature);
+    bind_text(m_db, m_path, s.get(), 6, c.key_uri);
+    bind_text(m_db, m_path, s.get(), 7, c.public_key);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) fail(m_db, m_path, "could not store the audit checkpoint");
+    return static_cast<long long>(sqlite3_last_insert_rowid(m_db));
+  });
 }
 
 std::vector<LedgerEntry> Ledger::list() const {
   std::lock_guard<std::mutex> lock(m_mutex);
-  Stmt s = prepare(m_db, m_path,
-                   "SELECT serial, issuer, subject, sans, not_before, not_after, profile, requester, issued_at, status, pem"
-                   " FROM certificates ORDER BY issued_at, rowid");
+  Stmt s = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates ORDER BY issued_at, rowid").c_str());
   std::vector<LedgerEntry> out;
   int rc = 0;
-  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-    LedgerEntry e;
-    e.serial = column_text(s.get(), 0);
-    e.issuer = column_text(s.get(), 1);
-    e.subject = column_text(s.get(), 2);
-    e.sans = column_text(s.get(), 3);
-    e.not_before = column_text(s.get(), 4);
-    e.not_after = column_text(s.get(), 5);
-    e.profile = column_text(s.get(), 6);
-    e.requester = column_text(s.get(), 7);
-    e.issued_at = column_text(s.get(), 8);
-    e.status = column_text(s.get(), 9);
-    e.pem = column_text(s.get(), 10);
-    out.push_back(std::move(e));
-  }
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(cert_row(s.get()));
   if (rc != SQLITE_DONE) fail(m_db, m_path, "listing certificates");
   return out;
 }

@@ -2,9 +2,12 @@
 // schema migrations (run inside a transaction, as tpm2-pkcs11's db.c does).
 #pragma once
 
+#include "core/audit.h"
 #include "core/base/ossl.h"
 
+#include <ctime>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -25,6 +28,8 @@ struct LedgerEntry {
   std::string issued_at;
   std::string status;      // "issued", "orphaned", "revoked"
   std::string pem;
+  std::string revoked_at;          // ISO 8601 UTC; empty unless revoked
+  std::string revocation_reason;   // RFC 5280 name ("keyCompromise"); empty unless revoked
 };
 
 struct LedgerEvent {
@@ -36,7 +41,8 @@ struct LedgerEvent {
 
 class Ledger {
  public:
-  static constexpr int kSchemaVersion = 1;
+  // 1: certificates, events. 2: revocation columns, crl_numbers, audit_events, audit_checkpoints.
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating and migrating) the ledger at `path`; its folder is created when missing.
   // Error(Io) when it cannot be opened or migrated.
@@ -45,10 +51,34 @@ class Ledger {
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
-  // Records one issued certificate in one transaction. Error(Conflict) when the serial already
-  // exists, Error(Io) on any other failure; in both cases nothing is recorded.
+  // Records one issued certificate in one transaction, together with its `certificate-issued` audit
+  // event. Error(Conflict) when the serial already exists, Error(Io) on any other failure; in both cases
+  // nothing is recorded.
   void record(const X509* cert, const std::string& profile, const std::string& requester);
+  // Records an event in `events` and appends it to the audit chain (detail {"detail": ...}), in one
+  // transaction.
   void record_event(const std::string& kind, const std::string& detail);
+
+  // Marks a certificate revoked (reason: an RFC 5280 name, already checked by the caller) and appends a
+  // `certificate-revoked` audit event, in one transaction. Error(NotFound) for an unknown serial,
+  // Error(Conflict) when it is already revoked. Returns the updated row.
+  LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at);
+  std::optional<LedgerEntry> find(const std::string& serial_hex) const;
+  // Revoked certificates whose issuer (RFC 2253) is `issuer`, oldest revocation first.
+  std::vector<LedgerEntry> revoked_by(const std::string& issuer) const;
+  // The next CRL number for the CA whose key is identified by `issuer_key_id` (hex SHA-256 of its public
+  // key): 1, 2, 3, ... never reused, even when the CRL is then not written. One transaction, with a
+  // `crl-number` audit event.
+  long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer);
+
+  // The audit chain (see core/audit.h). append_audit runs in its own transaction; the chain head is read
+  // and extended under SQLite's write lock (BEGIN IMMEDIATE), so two writers never make two heads.
+  AuditEntry append_audit(const std::string& kind, const std::string& detail_json);
+  std::optional<AuditEntry> audit_head() const;
+  std::vector<AuditEntry> audit_entries() const;
+  std::vector<AuditCheckpoint> audit_checkpoints() const;
+  // Stores a signed checkpoint; returns its id.
+  long long add_audit_checkpoint(const AuditCheckpoint& checkpoint);
 
   std::vector<LedgerEntry> list() const;
   std::vector<LedgerEvent> events() const;

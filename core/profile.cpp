@@ -219,4 +219,18 @@ Profile initca_profile() {
   return p;
 }
 
+std::regex compile_name_whitelist(const std::string& pattern) {
+  std::string body = pattern;
+  auto flags = std::regex::ECMAScript;
+  if (body.rfind("(?i)", 0) == 0) {
+    body.erase(0, 4);
+    flags |= std::regex::icase;
+  }
+  try {
+    return std::regex(body, flags);
+  } catch (const std::regex_error& e) {
+    throw Error(ErrorKind::BadInput, "\"" + pattern + "\" is not a valid regular expression (" + e.what() + ")");
+  }
+}
+
 }  // namespace hwca::core

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,10 @@ struct Profile {
   // Error(BadInput) when expiry is zero or negative (named after the profile).
   void check_expiry() const;
 };
+
+// A name_whitelist as cfssl writes it (a Go regexp): compiled as ECMAScript, with Go's leading
+// inline flag "(?i)" turned into case-insensitive matching. Error(BadInput) when it does not compile.
+std::regex compile_name_whitelist(const std::string& pattern);
 
 // Built-in profiles: "server" (serverAuth), "client" (clientAuth), "peer" (both), each with
 // digitalSignature (+ keyEncipherment for RSA keys), 8760h. Error(BadInput) for other names.

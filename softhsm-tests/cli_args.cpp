@@ -32,6 +32,9 @@ TEST_CASE("stdin, one-letter options, boolean flags and -- are kept", "[cli]") {
   CHECK(norm({"gencert", "-initca", "-"}) == std::vector<std::string>{"gencert", "--initca", "-"});
   CHECK(norm({"-h"}) == std::vector<std::string>{"-h"});
   CHECK(norm({"--", "-ca=x"}) == std::vector<std::string>{"--", "-ca=x"});
-  CHECK(norm({"-hostname="}) == std::vector<std::string>{"--hostname="});
+  // An empty Go value stays empty instead of swallowing the next argument.
+  CHECK(norm({"-hostname=", "-"}) == std::vector<std::string>{"--hostname", "", "-"});
+  CHECK(norm({"--hostname=", "x.json"}) == std::vector<std::string>{"--hostname", "", "x.json"});
+  CHECK(norm({"-hostname=a=b"}) == std::vector<std::string>{"--hostname=a=b"});
   CHECK(norm({}) .empty());
 }

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
+#include <sys/mman.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -75,6 +77,31 @@ SecretString read_pin_source(const std::string& pin_source) {
 
 namespace {
 
+// The override's storage: one locked page (a PIN longer than a page is refused).
+struct PinOverride {
+  std::mutex mutex;
+  unsigned char* page = nullptr;
+  size_t mapped = 0;
+  size_t size = 0;
+  bool locked = false;
+  ~PinOverride() { wipe(); }
+  void wipe() noexcept {
+    if (page) {
+      OPENSSL_cleanse(page, mapped);
+      if (locked) ::munlock(page, mapped);
+      ::munmap(page, mapped);
+    }
+    page = nullptr;
+    mapped = size = 0;
+    locked = false;
+  }
+};
+
+PinOverride& pin_override() {
+  static PinOverride o;
+  return o;
+}
+
 SecretString prompt_on_tty(const std::string& token) {
   int fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) throw Error(ErrorKind::Io, std::string("cannot open /dev/tty to ask for the PIN: ") + std::strerror(errno));
@@ -114,7 +141,49 @@ SecretString prompt_on_tty(const std::string& token) {
 
 }  // namespace
 
+void set_pin_override(const void* data, size_t size) {
+  long ps = ::sysconf(_SC_PAGESIZE);
+  size_t page = ps > 0 ? static_cast<size_t>(ps) : 4096;
+  if (size == 0) throw Error(ErrorKind::BadInput, "the assembled PIN is empty");
+  if (size >= page) throw Error(ErrorKind::BadInput, "the assembled PIN is too long");
+  auto& o = pin_override();
+  std::lock_guard lock(o.mutex);
+  o.wipe();
+  void* p = ::mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw Error(ErrorKind::Internal, "cannot allocate memory for the PIN");
+  o.page = static_cast<unsigned char*>(p);
+  o.mapped = page;
+  o.locked = ::mlock(p, page) == 0;
+#ifdef MADV_DONTDUMP
+  ::madvise(p, page, MADV_DONTDUMP);
+#endif
+  std::memcpy(o.page, data, size);
+  o.size = size;
+}
+
+void clear_pin_override() noexcept {
+  auto& o = pin_override();
+  std::lock_guard lock(o.mutex);
+  o.wipe();
+}
+
+bool has_pin_override() noexcept {
+  auto& o = pin_override();
+  std::lock_guard lock(o.mutex);
+  return o.page != nullptr;
+}
+
 SecretString resolve_pin(const PinSources& sources) {
+  {
+    auto& o = pin_override();
+    std::lock_guard lock(o.mutex);
+    if (o.page) {
+      std::string copy(reinterpret_cast<const char*>(o.page), o.size);
+      SecretString pin(copy);
+      cleanse(copy);
+      return pin;
+    }
+  }
   if (sources.pin_source) return read_pin_source(*sources.pin_source);
   if (sources.pin_value && sources.allow_pin_value) return SecretString(*sources.pin_value);
   if (sources.pin_value)

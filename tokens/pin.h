@@ -37,7 +37,15 @@ struct PinSources {
   std::string token;                      // token label, for the prompt
 };
 
+// A process-wide PIN that takes the place of every other source (hwca --pin-shares: the secret the
+// custodians' shares rebuild). Kept in an mlock'ed page excluded from core dumps and wiped by
+// clear_pin_override() (and at exit). resolve_pin() hands out copies that the caller wipes after C_Login.
+void set_pin_override(const void* data, size_t size);
+void clear_pin_override() noexcept;
+bool has_pin_override() noexcept;
+
 // Resolves a PIN, first match wins:
+//   0. the process-wide override (set_pin_override), when set;
 //   1. pin-source=file:/path (or a bare path): the file's contents, one trailing newline stripped;
 //   2. pin-value, when `allow_pin_value`;
 //   3. the environment variable HWCA_PIN;

@@ -3,6 +3,7 @@
 #include "core/base/error.h"
 #include "tokens/file/file_backend.h"
 #include "tokens/pkcs11/pkcs11_backend.h"
+#include "tokens/tpm2/tpm2_backend.h"
 
 #include <algorithm>
 #include <cctype>
@@ -71,8 +72,6 @@ KeyBackend& Registry::backend_for(const std::string& uri) {
       return *m_backends.back().second;
     }
   }
-  if (scheme == "tpm2")
-    throw Error(ErrorKind::BadInput, "the tpm2: key backend is not available in this build (use pkcs11: or file:)");
   // Only the scheme is echoed: the rest of the URI may hold secrets.
   std::string shown = scheme.size() > 32 ? scheme.substr(0, 32) + "..." : scheme;
   for (auto& c : shown)
@@ -84,6 +83,7 @@ std::unique_ptr<Registry> Registry::with_builtin_backends() {
   auto registry = std::make_unique<Registry>();
   registry->add("pkcs11", [] { return make_pkcs11_backend(); });
   registry->add("file", [] { return make_file_backend(); });
+  registry->add("tpm2", [] { return make_tpm2_backend(); });
   return registry;
 }
 

@@ -204,7 +204,7 @@ std::string der_octet_string(const std::string& bytes) {
   return out;
 }
 
-class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenInitializer {
+class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenInitializer, public PinChanger {
  public:
   Pkcs11Backend() = default;
   ~Pkcs11Backend() override {
@@ -441,7 +441,71 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
     if (module->idle()) module->reinitialize();
   }
 
+  void change_pins(const std::string& uri_text, std::string_view new_user_pin, std::string_view so_pin,
+                   std::string_view new_so_pin) override {
+    if (new_user_pin.empty()) throw Error(ErrorKind::BadInput, "the new user PIN is empty");
+    Pkcs11Uri uri = parse_pkcs11_uri(uri_text);
+    auto module = module_for(uri);
+    std::lock_guard lock(module->mutex());
+    TokenInfo token = find_token(*module, uri);
+    if (auto refusal = pin_flags_refusal(token.flags, token.display())) throw Error(ErrorKind::Token, *refusal);
+    CK_FUNCTION_LIST* fn = module->fn();
+    auto ptr = [](std::string_view s) { return reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(s.data())); };
+    auto len = [](std::string_view s) { return static_cast<CK_ULONG>(s.size()); };
+    SecretString old_pin = resolve_pin(pins_for(uri, token.display()));
+    CK_SESSION_HANDLE session = module->open_session(token.slot);
+    CK_RV rv = fn->C_Login(session, CKU_USER, ptr(old_pin.str()), len(old_pin.str()));
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+      fn->C_CloseSession(session);
+      check_rv(rv, "C_Login", "token " + token.display());
+    }
+    rv = fn->C_SetPIN(session, ptr(old_pin.str()), len(old_pin.str()), ptr(new_user_pin), len(new_user_pin));
+    old_pin.clear();
+    fn->C_Logout(session);
+    if (rv != CKR_OK) {
+      fn->C_CloseSession(session);
+      check_rv(rv, "C_SetPIN", "token " + token.display() + ", user PIN");
+    }
+    if (!new_so_pin.empty()) {
+      rv = fn->C_Login(session, CKU_SO, ptr(so_pin), len(so_pin));
+      if (rv != CKR_OK) {
+        fn->C_CloseSession(session);
+        check_rv(rv, "C_Login", "token " + token.display() + ", as SO; the user PIN was already changed");
+      }
+      rv = fn->C_SetPIN(session, ptr(so_pin), len(so_pin), ptr(new_so_pin), len(new_so_pin));
+      fn->C_Logout(session);
+      if (rv != CKR_OK) {
+        fn->C_CloseSession(session);
+        check_rv(rv, "C_SetPIN", "token " + token.display() + ", SO PIN; the user PIN was already changed");
+      }
+    }
+    fn->C_CloseSession(session);
+  }
+
+  void check_user_pin(const std::string& uri_text, std::string_view pin) override { check_pin(uri_text, pin, CKU_USER); }
+  void check_so_pin(const std::string& uri_text, std::string_view pin) override { check_pin(uri_text, pin, CKU_SO); }
+
  private:
+  void check_pin(const std::string& uri_text, std::string_view pin, CK_USER_TYPE who) {
+    Pkcs11Uri uri = parse_pkcs11_uri(uri_text);
+    auto module = module_for(uri);
+    std::lock_guard lock(module->mutex());
+    TokenInfo token = find_token(*module, uri);
+    if (who == CKU_USER) {
+      if (auto refusal = pin_flags_refusal(token.flags, token.display())) throw Error(ErrorKind::Token, *refusal);
+    } else if (token.flags & (CKF_SO_PIN_LOCKED | CKF_SO_PIN_FINAL_TRY)) {
+      throw Error(ErrorKind::Token, "the SO PIN of token " + token.display() + " is locked or has one attempt left; not trying it");
+    }
+    CK_FUNCTION_LIST* fn = module->fn();
+    CK_SESSION_HANDLE session = module->open_session(token.slot);
+    CK_RV rv = fn->C_Login(session, who, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())),
+                           static_cast<CK_ULONG>(pin.size()));
+    if (rv == CKR_OK) fn->C_Logout(session);
+    fn->C_CloseSession(session);
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+      check_rv(rv, "C_Login", "token " + token.display() + (who == CKU_SO ? ", as SO" : ""));
+  }
+
   std::shared_ptr<Module> module_for(const Pkcs11Uri& uri) {
     std::string path = uri.module();
     std::lock_guard lock(m_mutex);

@@ -1,0 +1,649 @@
+#include "core/k8s_layout.h"
+
+#include "core/base/error.h"
+#include "core/engine.h"
+#include "core/files.h"
+
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sys/stat.h>
+#include <thread>
+
+namespace hwca::core::k8s {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::optional<std::string> try_read(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return read_file(path);
+}
+
+std::string strip_query(const std::string& uri) { return uri.substr(0, uri.find('?')); }
+
+std::string base64(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(data.data()),
+                          static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::string unbase64(const std::string& text, const std::string& what) {
+  std::string in;
+  for (char ch : text)
+    if (ch != '\n' && ch != '\r' && ch != ' ') in += ch;
+  if (in.size() % 4 != 0) throw Error(ErrorKind::BadInput, what + ": not valid base64");
+  std::string out(in.size() / 4 * 3 + 1, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(in.data()),
+                          static_cast<int>(in.size()));
+  if (n < 0) throw Error(ErrorKind::BadInput, what + ": not valid base64");
+  size_t len = static_cast<size_t>(n);
+  if (!in.empty() && in.back() == '=') --len;
+  if (in.size() > 1 && in[in.size() - 2] == '=') --len;
+  out.resize(len);
+  return out;
+}
+
+void make_folder(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0) return;
+  if (errno == EEXIST) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return;
+    throw Error(ErrorKind::Io, path + " exists and is not a folder");
+  }
+  throw Error(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Io, "cannot create " + path + ": " + std::strerror(errno));
+}
+
+struct CaState {
+  X509_ptr cert;
+  std::string pem;
+  std::unique_ptr<CaKey> key;
+};
+
+struct Leaf {
+  const CertSpec* spec = nullptr;
+  std::string path;  // primary path, relative
+  // What is on disk.
+  std::optional<std::string> old_cert_pem, old_key_pem;
+  X509_ptr old_cert;
+  EVP_PKEY_ptr old_key;
+  std::string load_error;
+  // What will be written.
+  std::vector<std::string> reasons;
+  bool issue = false;
+  bool new_key = false;
+  std::string cert_pem, key_pem;
+  EVP_PKEY_ptr key;
+  bool available = false;  // cert_pem / key_pem are set
+};
+
+bool issued_by(const X509* cert, const CaState& ca) {
+  if (X509_check_issued(ca.cert.get(), const_cast<X509*>(cert)) != X509_V_OK) return false;
+  EVP_PKEY* pub = X509_get0_pubkey(ca.cert.get());
+  bool okv = pub && X509_verify(const_cast<X509*>(cert), pub) == 1;
+  drain_openssl_errors();
+  return okv;
+}
+
+std::string subject_text(const CertSpec& c) { return name_to_string(c.subject().get()); }
+
+std::vector<std::string> sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+void load_existing(Leaf& leaf, const std::string& out) {
+  const CertSpec& c = *leaf.spec;
+  std::string full = out + "/" + leaf.path;
+  try {
+    if (c.kubeconfig.empty()) {
+      leaf.old_cert_pem = try_read(full);
+      std::string key_path = full.substr(0, full.size() - 4) + ".key";
+      leaf.old_key_pem = try_read(key_path);
+    } else if (auto text = try_read(full)) {
+      KubeconfigCredentials cred = parse_kubeconfig(*text, leaf.path);
+      leaf.old_cert_pem = cred.cert_pem;
+      leaf.old_key_pem = cred.key_pem;
+    }
+    if (leaf.old_cert_pem) leaf.old_cert = x509_from_pem(*leaf.old_cert_pem, leaf.path);
+    if (leaf.old_key_pem) leaf.old_key = private_key_from_pem(*leaf.old_key_pem, leaf.path + " (key)");
+  } catch (const Error& e) {
+    leaf.load_error = e.what();
+    leaf.old_cert.reset();
+    leaf.old_key.reset();
+  }
+}
+
+// Why the certificate on disk cannot stay (empty: it can).
+void compare(Leaf& leaf, const ClusterSpec& spec, const CaState& ca) {
+  const CertSpec& c = *leaf.spec;
+  auto& r = leaf.reasons;
+  if (!leaf.load_error.empty()) {
+    r.push_back("unreadable (" + leaf.load_error + ")");
+    leaf.new_key = true;
+    return;
+  }
+  if (!leaf.old_cert) {
+    r.push_back("missing");
+    leaf.new_key = !leaf.old_key;
+    if (leaf.old_key && !(KeySpec::of(leaf.old_key.get()) == spec.leaf_key)) leaf.new_key = true;
+    return;
+  }
+  if (!leaf.old_key) {
+    r.push_back("key missing");
+    leaf.new_key = true;
+    return;
+  }
+  if (!same_public_key(X509_get0_pubkey(leaf.old_cert.get()), leaf.old_key.get())) {
+    r.push_back("key does not match the certificate");
+    leaf.new_key = true;
+    return;
+  }
+  KeySpec have = KeySpec::of(leaf.old_key.get());
+  if (!(have == spec.leaf_key)) {
+    r.push_back("key algorithm changed: " + have.name() + " -> " + spec.leaf_key.name());
+    leaf.new_key = true;
+  }
+  if (!issued_by(leaf.old_cert.get(), ca))
+    r.push_back("not issued by the configured " + std::string(ca_role_name(c.ca)) + " (issuer " +
+                name_to_string(X509_get_issuer_name(leaf.old_cert.get())) + ")");
+  if (asn1_time_to_time_t(X509_get0_notAfter(leaf.old_cert.get())) <= now()) r.push_back("expired");
+  std::string want = subject_text(c), got = name_to_string(X509_get_subject_name(leaf.old_cert.get()));
+  if (want != got) r.push_back("subject changed: " + got + " -> " + want);
+  auto old_sans = sorted(SubjectAltNames::of_cert(leaf.old_cert.get()).describe());
+  auto new_sans = sorted(c.sans.describe());
+  if (old_sans != new_sans) {
+    std::string diff;
+    for (const auto& s : new_sans)
+      if (!std::binary_search(old_sans.begin(), old_sans.end(), s)) diff += (diff.empty() ? "+" : ", +") + s;
+    for (const auto& s : old_sans)
+      if (!std::binary_search(new_sans.begin(), new_sans.end(), s)) diff += (diff.empty() ? "-" : ", -") + s;
+    r.push_back("SANs changed: " + diff);
+  }
+  Usages u = c.usages(EVP_PKEY_is_a(leaf.old_key.get(), "RSA") == 1);
+  std::uint32_t ku = X509_get_key_usage(leaf.old_cert.get());
+  std::uint32_t xku = X509_get_extended_key_usage(leaf.old_cert.get());
+  std::uint32_t want_xku = (c.server_auth ? XKU_SSL_SERVER : 0u) | (c.client_auth ? XKU_SSL_CLIENT : 0u);
+  if ((ku & 0xffffu) != u.key_usage || xku != want_xku) r.push_back("usages changed");
+}
+
+std::string path_of(const std::string& out, const std::string& rel) { return out + "/" + rel; }
+
+}  // namespace
+
+std::string render_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_pem,
+                              const std::string& user, const std::string& cert_pem, const std::string& key_pem) {
+  const std::string context = user + "@" + cluster_name;
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  e << YAML::Key << "apiVersion" << YAML::Value << "v1";
+  e << YAML::Key << "clusters" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
+  e << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "certificate-authority-data" << YAML::Value << base64(ca_pem);
+  e << YAML::Key << "server" << YAML::Value << server;
+  e << YAML::EndMap;
+  e << YAML::Key << "name" << YAML::Value << cluster_name;
+  e << YAML::EndMap << YAML::EndSeq;
+  e << YAML::Key << "contexts" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
+  e << YAML::Key << "context" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "cluster" << YAML::Value << cluster_name;
+  e << YAML::Key << "user" << YAML::Value << user;
+  e << YAML::EndMap;
+  e << YAML::Key << "name" << YAML::Value << context;
+  e << YAML::EndMap << YAML::EndSeq;
+  e << YAML::Key << "current-context" << YAML::Value << context;
+  e << YAML::Key << "kind" << YAML::Value << "Config";
+  e << YAML::Key << "preferences" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::EndMap;
+  e << YAML::Key << "users" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
+  e << YAML::Key << "name" << YAML::Value << user;
+  e << YAML::Key << "user" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "client-certificate-data" << YAML::Value << base64(cert_pem);
+  e << YAML::Key << "client-key-data" << YAML::Value << base64(key_pem);
+  e << YAML::EndMap;
+  e << YAML::EndMap << YAML::EndSeq;
+  e << YAML::EndMap;
+  if (!e.good()) throw Error(ErrorKind::Internal, "emitting a kubeconfig: " + e.GetLastError());
+  return std::string(e.c_str()) + "\n";
+}
+
+KubeconfigCredentials parse_kubeconfig(const std::string& yaml, const std::string& what) {
+  KubeconfigCredentials out;
+  try {
+    YAML::Node root = YAML::Load(yaml);
+    if (!root.IsMap()) throw Error(ErrorKind::BadInput, what + ": not a kubeconfig");
+    std::string current = root["current-context"] ? root["current-context"].as<std::string>() : "";
+    auto find_named = [&](const char* list, const std::string& name) -> YAML::Node {
+      YAML::Node seq = root[list];
+      if (seq && seq.IsSequence())
+        for (const auto& item : seq)
+          if (item["name"] && item["name"].as<std::string>() == name) return item;
+      if (seq && seq.IsSequence() && seq.size() == 1 && name.empty()) return seq[0];
+      return YAML::Node(YAML::NodeType::Undefined);
+    };
+    YAML::Node ctx = find_named("contexts", current);
+    std::string cluster_name, user_name;
+    if (ctx && ctx["context"]) {
+      cluster_name = ctx["context"]["cluster"] ? ctx["context"]["cluster"].as<std::string>() : "";
+      user_name = ctx["context"]["user"] ? ctx["context"]["user"].as<std::string>() : "";
+    }
+    YAML::Node cluster = find_named("clusters", cluster_name);
+    YAML::Node user = find_named("users", user_name);
+    if (cluster && cluster["cluster"]) {
+      const YAML::Node cl = cluster["cluster"];
+      if (cl["server"]) out.server = cl["server"].as<std::string>();
+      if (cl["certificate-authority-data"])
+        out.ca_pem = unbase64(cl["certificate-authority-data"].as<std::string>(), what + ": certificate-authority-data");
+    }
+    if (user && user["user"]) {
+      const YAML::Node u = user["user"];
+      if (u["client-certificate-data"])
+        out.cert_pem = unbase64(u["client-certificate-data"].as<std::string>(), what + ": client-certificate-data");
+      else if (u["client-certificate"])
+        out.cert_pem = read_file(u["client-certificate"].as<std::string>());
+      if (u["client-key-data"]) out.key_pem = unbase64(u["client-key-data"].as<std::string>(), what + ": client-key-data");
+      else if (u["client-key"])
+        out.key_pem = read_file(u["client-key"].as<std::string>());
+    }
+  } catch (const YAML::Exception& e) {
+    throw Error(ErrorKind::BadInput, what + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  if (out.cert_pem.empty()) throw Error(ErrorKind::BadInput, what + ": no client certificate in the current context's user");
+  return out;
+}
+
+InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger, const InitOptions& opt) {
+  std::string out = opt.out;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  if (out.empty()) throw Error(ErrorKind::Usage, "--out needs a folder");
+  auto say = [&](const std::string& line) {
+    if (opt.report) opt.report(line);
+  };
+  const Plan plan = make_plan(spec);
+  InitResult result;
+
+  // Renew: the names must be known before anything happens.
+  auto selected = [&](const CertSpec& c) {
+    if (opt.renew_all) return true;
+    for (const auto& n : opt.renew_names)
+      if (n == c.name || n == c.node + "/" + c.name) return true;
+    return false;
+  };
+  if (opt.renew) {
+    if (!opt.renew_all && opt.renew_names.empty())
+      throw Error(ErrorKind::Usage, "renew needs certificate names or --all");
+    for (const auto& n : opt.renew_names) {
+      bool known = false;
+      for (const auto& c : plan.certs)
+        if (!c.is_ca && (n == c.name || n == c.node + "/" + c.name)) known = true;
+      if (!known) {
+        std::set<std::string> names;
+        for (const auto& c : plan.certs)
+          if (!c.is_ca) names.insert(c.name);
+        std::string list;
+        for (const auto& x : names) list += (list.empty() ? "" : ", ") + x;
+        throw Error(ErrorKind::Usage, "renew: unknown certificate '" + n + "' (known: " + list + "; or NODE/NAME)");
+      }
+    }
+  }
+
+  // 1. The three CAs: kept when their certificate and device key match; never re-keyed.
+  std::map<CaRole, CaState> cas;
+  for (CaRole role : {CaRole::Kubernetes, CaRole::Etcd, CaRole::FrontProxy}) {
+    const CertSpec& c = plan.ca(role);
+    const std::string uri = spec.ca_key(role);
+    const std::string field = "cas." + std::string(ca_role_name(role)) + ".key";
+    auto at = [&](const Error& e) { return Error(e.kind(), spec.where(field) + ": " + e.what()); };
+    CaState st;
+    std::optional<std::string> pem = try_read(path_of(out, c.primary_path()));
+    bool have_key = false;
+    try {
+      have_key = keys.exists(uri);
+    } catch (const Error& e) {
+      throw at(e);
+    }
+    if (pem) {
+      st.cert = x509_from_pem(*pem, c.primary_path());
+      if (!have_key)
+        throw Error(ErrorKind::Conflict, c.primary_path() + " exists but its key " + strip_query(uri) +
+                                             " does not: hwca never re-keys a CA (restore the token, or move " + out +
+                                             " away to start a new cluster)");
+      try {
+        st.key = keys.open(uri);
+      } catch (const Error& e) {
+        throw at(e);
+      }
+      try {
+        check_key_matches_cert(st.cert.get(), st.key->public_key());
+      } catch (const Error&) {
+        throw Error(ErrorKind::Conflict, c.primary_path() + " does not belong to the key " + strip_query(uri) +
+                                             ": hwca never re-keys a CA (point " + field + " at the CA's key, or move " +
+                                             out + " away to start a new cluster)");
+      }
+      st.pem = *pem;
+      ++result.kept;
+    } else {
+      if (opt.renew)
+        throw Error(ErrorKind::NotFound, c.primary_path() + " is missing: run `hwca k8s init` first (renew never makes a CA)");
+      std::string why;
+      try {
+        if (have_key) {
+          st.key = keys.open(uri);
+          why = "certificate missing; key found in the device";
+        } else {
+          st.key = keys.generate(uri, spec.ca_key_spec);
+          why = "new " + spec.ca_key_spec.name() + " key generated in the device";
+        }
+      } catch (const Error& e) {
+        throw at(e);
+      }
+      Profile profile = c.profile();
+      IssueRequest req;
+      req.subject = c.subject();
+      req.sans = c.sans;
+      req.public_key = st.key->public_key();
+      req.profile = &profile;
+      req.requester = opt.requester;
+      req.authority_key_id_on_self_signed = false;  // Go's x509 leaves AKI out of a self-signed certificate
+      Issuer issuer(nullptr, st.key->pkey(), ledger);
+      st.cert = issuer.issue(req);
+      st.pem = x509_to_pem(st.cert.get());
+      ++result.issued;
+      say("issued " + c.name + " (" + c.primary_path() + ", key " + strip_query(uri) + "): " + why);
+    }
+    cas[role] = std::move(st);
+  }
+
+  // 2. Leaves: what is on disk, and whether it can stay.
+  std::vector<Leaf> leaves;
+  for (const auto& c : plan.certs) {
+    if (c.is_ca) continue;
+    Leaf l;
+    l.spec = &c;
+    l.path = c.primary_path();
+    load_existing(l, out);
+    leaves.push_back(std::move(l));
+  }
+  for (auto& l : leaves) {
+    const CaState& ca = cas.at(l.spec->ca);
+    if (opt.renew) {
+      if (!selected(*l.spec)) continue;
+      if (!l.old_cert)
+        throw Error(ErrorKind::NotFound, l.path + (l.load_error.empty() ? " is missing" : " is unreadable (" + l.load_error + ")") +
+                                             ": run `hwca k8s init` first");
+      if (!issued_by(l.old_cert.get(), ca))
+        throw Error(ErrorKind::Policy, l.path + " was issued by " + name_to_string(X509_get_issuer_name(l.old_cert.get())) +
+                                           ", not by the configured " + ca_role_name(l.spec->ca) + " (" +
+                                           name_to_string(X509_get_subject_name(ca.cert.get())) +
+                                           "): refusing to renew it");
+      l.reasons.push_back(opt.reuse_keys ? "renewed (same key)" : "renewed (new key)");
+      l.new_key = !opt.reuse_keys || !l.old_key || !same_public_key(X509_get0_pubkey(l.old_cert.get()), l.old_key.get());
+    } else {
+      compare(l, spec, ca);
+    }
+    l.issue = !l.reasons.empty();
+  }
+
+  // 3. New leaf keys, generated in parallel (software keys; every core).
+  {
+    std::vector<Leaf*> todo;
+    for (auto& l : leaves)
+      if (l.issue && l.new_key) todo.push_back(&l);
+    std::atomic<size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    auto work = [&] {
+      for (size_t i = next++; i < todo.size(); i = next++) {
+        try {
+          todo[i]->key = generate_software_key(spec.leaf_key);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+        }
+      }
+    };
+    unsigned workers = std::max(1u, std::min(std::thread::hardware_concurrency(), static_cast<unsigned>(todo.size())));
+    std::vector<std::thread> threads;
+    for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
+    work();
+    for (auto& t : threads) t.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // 4. Issue through the hardware CAs, one at a time (one token session per CA).
+  std::map<CaRole, std::unique_ptr<Issuer>> issuers;
+  for (auto& [role, st] : cas) issuers[role] = std::make_unique<Issuer>(st.cert.get(), st.key->pkey(), ledger);
+  for (auto& l : leaves) {
+    if (!l.issue) {
+      if (l.old_cert && l.old_key) {
+        l.cert_pem = *l.old_cert_pem;
+        l.key_pem = *l.old_key_pem;
+        l.available = true;
+        ++result.kept;
+      }
+      continue;
+    }
+    if (!l.new_key) {
+      l.key = std::move(l.old_key);
+      l.key_pem = *l.old_key_pem;
+    } else {
+      l.key_pem = private_key_to_traditional_pem(l.key.get());
+    }
+    const CertSpec& c = *l.spec;
+    Profile profile = c.profile();
+    IssueRequest req;
+    req.subject = c.subject();
+    req.sans = c.sans;
+    req.public_key = l.key.get();
+    req.profile = &profile;
+    req.requester = opt.requester;
+    X509_ptr cert = issuers.at(c.ca)->issue(req);
+    l.cert_pem = x509_to_pem(cert.get());
+    l.available = true;
+    ++result.issued;
+    std::string reasons;
+    for (const auto& r : l.reasons) reasons += (reasons.empty() ? "" : "; ") + r;
+    say("issued " + (c.node.empty() ? c.name : c.node + "/" + c.name) + " (" + l.path + "): " + reasons);
+  }
+  std::map<std::string, const Leaf*> by_id;
+  for (const auto& l : leaves) by_id[l.spec->id] = &l;
+
+  // 5. The service-account key pair: reused when present.
+  std::optional<std::string> sa_key_pem = try_read(path_of(out, "pki/sa.key"));
+  EVP_PKEY_ptr sa_key;
+  if (sa_key_pem) {
+    sa_key = private_key_from_pem(*sa_key_pem, "pki/sa.key");
+  } else if (!opt.renew) {
+    sa_key = generate_software_key(spec.leaf_key);
+    sa_key_pem = private_key_to_traditional_pem(sa_key.get());
+    say("generated pki/sa.key and pki/sa.pub (service-account key pair, " + spec.leaf_key.name() + ")");
+  }
+
+  // 6. Every output file, then write what differs.
+  std::map<std::string, std::pair<std::string, mode_t>> files;
+  for (const auto& [role, st] : cas) files[plan.ca(role).primary_path()] = {st.pem, 0644};
+  for (const auto& [path, role] : plan.ca_copies) files[path] = {cas.at(role).pem, 0644};
+  for (const auto& l : leaves) {
+    if (!l.available || !l.spec->kubeconfig.empty()) continue;
+    files[l.path] = {l.cert_pem, 0644};
+    files[l.path.substr(0, l.path.size() - 4) + ".key"] = {l.key_pem, 0600};
+  }
+  for (const auto& cp : plan.copies) {
+    const Leaf* l = by_id.at(cp.cert_id);
+    if (!l->available) continue;
+    files[cp.path] = cp.key ? std::make_pair(l->key_pem, mode_t{0600}) : std::make_pair(l->cert_pem, mode_t{0644});
+  }
+  for (const auto& kc : plan.kubeconfigs) {
+    const Leaf* l = by_id.at(kc.cert_id);
+    if (!l->available) continue;
+    files[kc.path] = {render_kubeconfig(spec.name, kc.server, cas.at(l->spec->ca).pem, l->spec->cn, l->cert_pem, l->key_pem),
+                      0600};
+  }
+  if (sa_key) {
+    for (const auto& dir : plan.sa_dirs) {
+      files[dir + "/sa.key"] = {*sa_key_pem, 0600};
+      files[dir + "/sa.pub"] = {public_key_to_pem(sa_key.get()), 0644};
+    }
+  }
+  for (const auto& f : plan.flags) {
+    std::string text;
+    for (const auto& flag : f.flags) text += flag + "\n";
+    files[f.path] = {text, 0644};
+  }
+
+  struct stat out_st {};
+  if (::stat(out.c_str(), &out_st) != 0) make_folder(out);
+  for (const auto& folder : plan.folders) make_folder(path_of(out, folder));
+  for (const auto& [rel, content] : files) {
+    std::string full = path_of(out, rel);
+    std::optional<std::string> have = try_read(full);
+    struct stat st {};
+    bool same_mode = ::stat(full.c_str(), &st) == 0 && (st.st_mode & 0777) == content.second;
+    if (have && *have == content.first && same_mode) {
+      ++result.files_unchanged;
+      continue;
+    }
+    write_file_atomic(full, content.first, content.second);
+    if (::chmod(full.c_str(), content.second) != 0)
+      throw Error(ErrorKind::Io, "chmod " + full + ": " + std::strerror(errno));
+    ++result.files_written;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// check-expiration
+
+std::vector<ExpirationEntry> scan_expiration(const std::string& dir_in) {
+  std::string dir = dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw Error(ErrorKind::NotFound, dir + " is not a folder");
+
+  // The CAs of the top level.
+  std::vector<std::pair<std::string, X509_ptr>> cas;
+  for (const auto& [name, rel] : std::vector<std::pair<std::string, std::string>>{
+           {"ca", "pki/ca.crt"}, {"etcd-ca", "pki/etcd/ca.crt"}, {"front-proxy-ca", "pki/front-proxy-ca.crt"}}) {
+    if (auto pem = try_read(dir + "/" + rel)) {
+      try {
+        cas.emplace_back(name, x509_from_pem(*pem, rel));
+      } catch (const Error&) {
+      }
+    }
+  }
+  auto ca_of = [&](X509* cert) -> std::string {
+    for (const auto& [name, ca] : cas) {
+      if (X509_check_issued(ca.get(), cert) != X509_V_OK) continue;
+      EVP_PKEY* pub = X509_get0_pubkey(ca.get());
+      bool okv = pub && X509_verify(cert, pub) == 1;
+      drain_openssl_errors();
+      if (okv) return name;
+    }
+    return "";
+  };
+
+  std::vector<ExpirationEntry> top, nodes;
+  std::set<std::string> seen;  // DER of each certificate listed
+  auto add = [&](std::vector<ExpirationEntry>& list, const std::string& name, const std::string& rel, X509* cert) {
+    std::string der = x509_to_der(cert);
+    if (!seen.insert(der).second) return;
+    ExpirationEntry e;
+    e.name = name;
+    e.path = rel;
+    e.not_after = asn1_time_to_time_t(X509_get0_notAfter(cert));
+    e.is_ca = X509_check_ca(cert) != 0;
+    drain_openssl_errors();
+    e.ca_name = ca_of(cert);
+    list.push_back(e);
+  };
+  auto scan = [&](const std::string& base, const std::string& prefix, std::vector<ExpirationEntry>& list) {
+    std::error_code ec;
+    std::vector<std::string> rels;
+    for (const char* sub : {"pki", "pki/etcd"}) {
+      fs::path p = fs::path(base) / sub;
+      if (!fs::is_directory(p, ec)) continue;
+      for (const auto& entry : fs::directory_iterator(p, ec))
+        if (entry.is_regular_file(ec) && entry.path().extension() == ".crt")
+          rels.push_back(std::string(sub) + "/" + entry.path().filename().string());
+    }
+    for (const auto& entry : fs::directory_iterator(base, ec))
+      if (entry.is_regular_file(ec) && entry.path().extension() == ".conf") rels.push_back(entry.path().filename().string());
+    std::sort(rels.begin(), rels.end());
+    struct Found {
+      std::string name, rel;
+      X509_ptr cert;
+    };
+    std::vector<Found> found;
+    for (const auto& rel : rels) {
+      std::string full = base + "/" + rel;
+      std::string name;
+      try {
+        X509_ptr cert;
+        if (rel.size() > 5 && rel.substr(rel.size() - 5) == ".conf") {
+          name = rel;
+          KubeconfigCredentials cred = parse_kubeconfig(read_file(full), prefix + rel);
+          cert = x509_from_pem(cred.cert_pem, prefix + rel);
+        } else {
+          name = rel.substr(4, rel.size() - 8);  // strip "pki/" and ".crt"
+          std::replace(name.begin(), name.end(), '/', '-');
+          cert = x509_from_pem(read_file(full), prefix + rel);
+        }
+        found.push_back({name, rel, std::move(cert)});
+      } catch (const Error&) {
+        continue;  // not a certificate (kubeadm's check-expiration skips what it cannot read)
+      }
+    }
+    // CAs first, then the rest, each alphabetically.
+    for (int pass = 0; pass < 2; ++pass)
+      for (auto& f : found) {
+        bool is_ca = X509_check_ca(f.cert.get()) != 0;
+        if (is_ca == (pass == 0))
+          add(list, prefix.empty() ? f.name : prefix.substr(6, prefix.size() - 7) + "/" + f.name, prefix + f.rel, f.cert.get());
+      }
+  };
+  scan(dir, "", top);
+  std::error_code ec;
+  std::vector<std::string> node_names;
+  if (fs::is_directory(dir + "/nodes", ec))
+    for (const auto& entry : fs::directory_iterator(dir + "/nodes", ec))
+      if (entry.is_directory(ec)) node_names.push_back(entry.path().filename().string());
+  std::sort(node_names.begin(), node_names.end());
+  for (const auto& n : node_names) scan(dir + "/nodes/" + n, "nodes/" + n + "/", nodes);
+  top.insert(top.end(), nodes.begin(), nodes.end());
+  return top;
+}
+
+std::string kubeadm_date(std::time_t t) {
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%b %d, %Y %H:%M UTC", &tm);
+  return buf;
+}
+
+std::string residual_time(std::time_t not_after, std::time_t now_t) {
+  long long d = static_cast<long long>(not_after) - static_cast<long long>(now_t);
+  if (d < -1) return "<invalid>";
+  if (d < 0) return "0s";
+  if (d < 60) return std::to_string(d) + "s";
+  if (d < 3600) return std::to_string(d / 60) + "m";
+  if (d < 86400) return std::to_string(d / 3600) + "h";
+  if (d < 86400LL * 365) return std::to_string(d / 86400) + "d";
+  return std::to_string(d / (86400LL * 365)) + "y";
+}
+
+}  // namespace hwca::core::k8s

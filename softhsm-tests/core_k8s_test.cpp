@@ -1,0 +1,401 @@
+// The Kubernetes planner and cluster file: every certificate's CN/O/usages/SANs against the spec's
+// tables (§1-2), version conventions, and the cluster file's bad-input table (file:line: field: reason).
+// The layout is exercised with software CA keys through the KeySource port.
+#include "core_helpers.h"
+
+#include "core/k8s_cluster.h"
+#include "core/k8s_layout.h"
+#include "core/k8s_plan.h"
+
+#include <openssl/obj_mac.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+using hwca::Error;
+using hwca::ErrorKind;
+using hwca::KeySpec;
+using hwca::test::error_of;
+using namespace hwca::core;
+using namespace hwca::core::k8s;
+
+namespace {
+
+const std::string kCas = R"(
+cas:
+  kubernetes-ca: {key: "pkcs11:token=t;object=kubernetes-ca"}
+  etcd-ca: {key: "pkcs11:token=t;object=etcd-ca"}
+  front-proxy-ca: {key: "pkcs11:token=t;object=front-proxy-ca"}
+)";
+
+std::string seed_yaml(const std::string& version = "1.30") {
+  return "name: kubernetes\n"
+         "kubernetesVersion: \"" + version + "\"\n"
+         "controlPlaneEndpoint: 192.168.115.4:6443\n"
+         "serviceSubnet: 10.254.0.0/16\n"
+         "controlPlane:\n"
+         "  - {name: vm1, ip: 192.168.115.5}\n"
+         "  - {name: vm2, ip: 192.168.115.6}\n"
+         "  - {name: vm3, ip: 192.168.115.7}\n"
+         "workers:\n"
+         "  - {name: w1, ip: 192.168.115.8}\n"
+         "apiServerCertSANs: [k8s.example.com, 192.168.115.4, 10.0.0.9]\n"
+         "seedExtras: true\n" + kCas;
+}
+
+struct Want {
+  std::string cn;
+  std::vector<std::string> o;
+  CaRole ca;
+  bool server, client;
+  std::string base;        // pki/<base>.crt (empty: kubeconfig)
+  std::string kubeconfig;
+};
+
+}  // namespace
+
+TEST_CASE("k8s plan: every certificate of spec §1-2 with its exact CN, O, CA, usages and location") {
+  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
+  Plan p = make_plan(s);
+  const std::map<std::string, Want> want = {
+      {"apiserver", {"kube-apiserver", {}, CaRole::Kubernetes, true, false, "apiserver", ""}},
+      {"apiserver-kubelet-client", {"kube-apiserver-kubelet-client", {"kubeadm:cluster-admins"}, CaRole::Kubernetes, false, true, "apiserver-kubelet-client", ""}},
+      {"front-proxy-client", {"front-proxy-client", {}, CaRole::FrontProxy, false, true, "front-proxy-client", ""}},
+      {"etcd-healthcheck-client", {"kube-etcd-healthcheck-client", {}, CaRole::Etcd, false, true, "etcd/healthcheck-client", ""}},
+      {"apiserver-etcd-client", {"kube-apiserver-etcd-client", {}, CaRole::Etcd, false, true, "apiserver-etcd-client", ""}},
+      {"etcd-server@vm2", {"vm2", {}, CaRole::Etcd, true, true, "etcd/server", ""}},
+      {"etcd-peer@vm2", {"vm2", {}, CaRole::Etcd, true, true, "etcd/peer", ""}},
+      {"admin.conf", {"kubernetes-admin", {"kubeadm:cluster-admins"}, CaRole::Kubernetes, false, true, "", "admin.conf"}},
+      {"super-admin.conf", {"kubernetes-super-admin", {"system:masters"}, CaRole::Kubernetes, false, true, "", "super-admin.conf"}},
+      {"controller-manager.conf", {"system:kube-controller-manager", {}, CaRole::Kubernetes, false, true, "", "controller-manager.conf"}},
+      {"scheduler.conf", {"system:kube-scheduler", {}, CaRole::Kubernetes, false, true, "", "scheduler.conf"}},
+      {"kubelet.conf@w1", {"system:node:w1", {"system:nodes"}, CaRole::Kubernetes, false, true, "", "kubelet.conf"}},
+      {"kubelet@w1", {"system:node:w1", {"system:nodes"}, CaRole::Kubernetes, true, false, "kubelet", ""}},
+      {"flanneld", {"flanneld", {}, CaRole::Etcd, false, true, "flanneld", ""}},
+      {"kube-proxy.conf", {"system:kube-proxy", {}, CaRole::Kubernetes, false, true, "", "kube-proxy.conf"}},
+      {"etcd-etcdctl-client", {"etcdctl", {}, CaRole::Etcd, false, true, "etcd/etcdctl-client", ""}},
+  };
+  for (const auto& [id, w] : want) {
+    INFO(id);
+    const CertSpec* c = p.find(id);
+    REQUIRE(c != nullptr);
+    CHECK_FALSE(c->is_ca);
+    CHECK(c->cn == w.cn);
+    CHECK(c->organizations == w.o);
+    CHECK(c->ca == w.ca);
+    CHECK(c->server_auth == w.server);
+    CHECK(c->client_auth == w.client);
+    CHECK(c->base == w.base);
+    CHECK(c->kubeconfig == w.kubeconfig);
+    CHECK(c->validity == std::chrono::hours(8760));
+    // Leaves: digitalSignature, + keyEncipherment for RSA keys only (RFC 5480).
+    CHECK(c->usages(true).key_usage == (X509v3_KU_DIGITAL_SIGNATURE | X509v3_KU_KEY_ENCIPHERMENT));
+    CHECK(c->usages(false).key_usage == X509v3_KU_DIGITAL_SIGNATURE);
+    std::vector<int> eku;
+    if (w.server) eku.push_back(NID_server_auth);
+    if (w.client) eku.push_back(NID_client_auth);
+    CHECK(c->usages(false).ext_key_usage == eku);
+  }
+  // 3 CAs + 5 cluster leaves + 2 per etcd member + 4 kubeconfigs + 2 per node + 3 seed extras.
+  CHECK(p.certs.size() == 3 + 5 + 6 + 4 + 8 + 3);
+  CHECK(p.find("etcd-server@w1") == nullptr);
+
+  // CAs (§1.1): self-signed, CN per table, SAN DNS=[CN], KU keyEncipherment|digitalSignature|certSign (+cRLSign), 10 years.
+  const std::map<CaRole, std::pair<std::string, std::string>> cas = {
+      {CaRole::Kubernetes, {"kubernetes", "ca"}}, {CaRole::Etcd, {"etcd-ca", "etcd/ca"}}, {CaRole::FrontProxy, {"front-proxy-ca", "front-proxy-ca"}}};
+  for (const auto& [role, cn_base] : cas) {
+    const CertSpec& c = p.ca(role);
+    INFO(cn_base.first);
+    CHECK(c.is_ca);
+    CHECK(c.cn == cn_base.first);
+    CHECK(c.base == cn_base.second);
+    CHECK(c.organizations.empty());
+    CHECK(c.sans.dns == std::vector<std::string>{cn_base.first});
+    CHECK(c.sans.ips.empty());
+    CHECK(c.usages(false).key_usage ==
+          (X509v3_KU_KEY_ENCIPHERMENT | X509v3_KU_DIGITAL_SIGNATURE | X509v3_KU_KEY_CERT_SIGN | X509v3_KU_CRL_SIGN));
+    CHECK(c.usages(false).ext_key_usage.empty());
+    CHECK(c.validity == std::chrono::hours(87600));
+    CHECK(c.profile().ca_constraint->is_ca);
+  }
+}
+
+TEST_CASE("k8s plan: SAN rules of §1.3") {
+  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
+  Plan p = make_plan(s);
+  const CertSpec* api = p.find("apiserver");
+  REQUIRE(api);
+  CHECK(api->sans.dns == std::vector<std::string>{"vm1", "vm2", "vm3", "kubernetes", "kubernetes.default",
+                                                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                                                   "k8s.example.com"});
+  // First service IP, the control-plane IPs, the endpoint (the VIP), certSANs; the VIP only once.
+  CHECK(api->sans.ips == std::vector<std::string>{"10.254.0.1", "192.168.115.5", "192.168.115.6", "192.168.115.7",
+                                                   "192.168.115.4", "10.0.0.9"});
+  CHECK(std::find(api->sans.dns.begin(), api->sans.dns.end(), "kubernetes.default.svc.cluster") == api->sans.dns.end());
+  const CertSpec* server = p.find("etcd-server@vm1");
+  REQUIRE(server);
+  CHECK(server->sans.dns == std::vector<std::string>{"vm1", "localhost"});
+  CHECK(server->sans.ips == std::vector<std::string>{"192.168.115.5", "127.0.0.1", "::1"});
+  CHECK(p.find("etcd-peer@vm3")->sans.ips == std::vector<std::string>{"192.168.115.7", "127.0.0.1", "::1"});
+  CHECK(p.find("kubelet@w1")->sans.dns == std::vector<std::string>{"w1"});
+  CHECK(p.find("kubelet@w1")->sans.ips == std::vector<std::string>{"192.168.115.8"});
+  for (const char* id : {"admin.conf", "apiserver-kubelet-client", "front-proxy-client", "flanneld"}) CHECK(p.find(id)->sans.empty());
+
+  // Loopback nodes: duplicates removed; a DNS endpoint becomes a DNS SAN.
+  ClusterSpec l = ClusterSpec::parse("controlPlaneEndpoint: api.example.com\nserviceSubnet: 10.96.0.0/12\ncontrolPlane:\n"
+                                     "  - {name: cp1, ip: 127.0.0.1}\n  - {name: cp2, ip: 127.0.0.1}\n" + kCas,
+                                     "l.yaml");
+  Plan lp = make_plan(l);
+  CHECK(lp.find("apiserver")->sans.ips == std::vector<std::string>{"10.96.0.1", "127.0.0.1"});
+  CHECK(lp.find("apiserver")->sans.dns.back() == "api.example.com");
+  CHECK(lp.find("etcd-server@cp1")->sans.ips == std::vector<std::string>{"127.0.0.1", "::1"});
+  CHECK(l.server_url() == "https://api.example.com:6443");
+  CHECK(l.first_service_ip() == "10.96.0.1");
+  CHECK(l.cluster_dns_ip() == "10.96.0.10");
+}
+
+TEST_CASE("k8s plan: O conventions follow the Kubernetes version (§1.2 history, §2)") {
+  struct Row {
+    std::string version;
+    std::vector<std::string> kubelet_client, admin, etcd_client;
+    bool super_admin;
+  };
+  const std::vector<Row> rows = {
+      {"1.20", {"system:masters"}, {"system:masters"}, {"system:masters"}, false},
+      {"1.28", {"system:masters"}, {"system:masters"}, {"system:masters"}, false},
+      {"1.29", {"kubeadm:cluster-admins"}, {"kubeadm:cluster-admins"}, {}, true},
+      {"1.33.11", {"kubeadm:cluster-admins"}, {"kubeadm:cluster-admins"}, {}, true},
+      {"1.33.12", {}, {"kubeadm:cluster-admins"}, {}, true},
+      {"1.34.8", {}, {"kubeadm:cluster-admins"}, {}, true},
+      {"1.35.4", {"kubeadm:cluster-admins"}, {"kubeadm:cluster-admins"}, {}, true},
+      {"1.36.1", {}, {"kubeadm:cluster-admins"}, {}, true},
+      {"v1.37", {}, {"kubeadm:cluster-admins"}, {}, true},
+  };
+  for (const auto& r : rows) {
+    INFO(r.version);
+    Plan p = make_plan(ClusterSpec::parse(seed_yaml(r.version), "seed.yaml"));
+    CHECK(p.find("apiserver-kubelet-client")->organizations == r.kubelet_client);
+    CHECK(p.find("admin.conf")->organizations == r.admin);
+    CHECK(p.find("apiserver-etcd-client")->organizations == r.etcd_client);
+    CHECK(p.find("etcd-healthcheck-client")->organizations == r.etcd_client);
+    CHECK((p.find("super-admin.conf") != nullptr) == r.super_admin);
+    if (r.super_admin) CHECK(p.find("super-admin.conf")->organizations == std::vector<std::string>{"system:masters"});
+  }
+}
+
+TEST_CASE("k8s plan: layout, kubeconfig servers and flags") {
+  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
+  Plan p = make_plan(s);
+  std::map<std::string, const KubeconfigSpec*> kc;
+  for (const auto& k : p.kubeconfigs) kc[k.path] = &k;
+  REQUIRE(kc.count("admin.conf"));
+  CHECK(kc["admin.conf"]->server == "https://192.168.115.4:6443");
+  CHECK(kc["controller-manager.conf"]->server == "https://192.168.115.5:6443");  // local endpoint of the init node
+  CHECK(kc["nodes/vm2/scheduler.conf"]->server == "https://192.168.115.6:6443");
+  CHECK(kc["nodes/w1/kubelet.conf"]->cert_id == "kubelet.conf@w1");
+  CHECK(kc["kubelet.conf"]->cert_id == "kubelet.conf@vm1");
+  CHECK(kc.count("nodes/w1/admin.conf") == 0);
+  CHECK(kc.count("nodes/w1/kube-proxy.conf") == 1);
+  CHECK(p.find("etcd-server@vm2")->primary_path() == "nodes/vm2/pki/etcd/server.crt");
+  std::map<std::string, std::vector<std::string>> flags;
+  for (const auto& f : p.flags) flags[f.path] = f.flags;
+  const auto& kcm = flags["flags/kube-controller-manager.flags"];
+  CHECK(std::find(kcm.begin(), kcm.end(), "--controllers=*,-csrsigning") != kcm.end());
+  CHECK(std::find(kcm.begin(), kcm.end(), "--service-account-private-key-file=/etc/kubernetes/pki/sa.key") != kcm.end());
+  const auto& etcd = flags["nodes/vm3/flags/etcd.flags"];
+  CHECK(std::find(etcd.begin(), etcd.end(),
+                  "--initial-cluster=vm1=https://192.168.115.5:2380,vm2=https://192.168.115.6:2380,vm3=https://192.168.115.7:2380") !=
+        etcd.end());
+  CHECK(std::find(etcd.begin(), etcd.end(), "--client-cert-auth=true") != etcd.end());
+  CHECK(flags.count("nodes/w1/flags/etcd.flags") == 0);
+  CHECK(flags.count("nodes/w1/flags/flanneld.flags") == 1);
+}
+
+TEST_CASE("k8s cluster file: bad input names the file, line and field") {
+  const std::string head = "name: kubernetes\n";  // line 1
+  struct Bad {
+    std::string desc, yaml, want;
+  };
+  const std::vector<Bad> bad = {
+      {"non-CIDR", head + "serviceSubnet: 10.254.0.0\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: serviceSubnet: '10.254.0.0' is not a CIDR"},
+      {"CIDR with garbage", head + "serviceSubnet: banana/16\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: serviceSubnet: 'banana/16' is not a CIDR"},
+      {"subnet too small", head + "serviceSubnet: 10.254.0.0/30\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: serviceSubnet: '10.254.0.0/30' is too small"},
+      {"subnet too large", head + "serviceSubnet: 10.0.0.0/8\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: serviceSubnet: '10.0.0.0/8' is too large"},
+      {"host bits", head + "serviceSubnet: 10.254.0.1/16\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "did you mean 10.254.0.0/16?"},
+      {"duplicate node names", head + "controlPlane:\n  - {name: a, ip: 10.0.0.1}\n  - {name: a, ip: 10.0.0.2}\n" + kCas,
+       "c.yaml:4: controlPlane[1].name: duplicate node name 'a'"},
+      {"worker named like a control-plane node",
+       head + "controlPlane:\n  - {name: a, ip: 10.0.0.1}\nworkers:\n  - {name: a, ip: 10.0.0.2}\n" + kCas,
+       "c.yaml:5: workers[0].name: duplicate node name 'a' (already in controlPlane)"},
+      {"bad IP", head + "controlPlane:\n  - {name: a, ip: 10.0.0.300}\n" + kCas, "c.yaml:3: controlPlane[0].ip: '10.0.0.300' is not an IP address"},
+      {"bad node name", head + "controlPlane:\n  - {name: Node_1, ip: 10.0.0.1}\n" + kCas,
+       "c.yaml:3: controlPlane[0].name: 'Node_1' is not a DNS label"},
+      {"unknown algorithm", head + "keyAlgorithm: dsa-1024\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: keyAlgorithm:"},
+      {"empty control plane", head + "controlPlane: []\n" + kCas, "c.yaml:2: controlPlane: is empty"},
+      {"missing control plane", head + kCas, "controlPlane: missing"},
+      {"unknown field", head + "controlPlane: [{name: a, ip: 10.0.0.1}]\nserviceSubnett: 10.0.0.0/16\n" + kCas,
+       "c.yaml:3: serviceSubnett: unknown field"},
+      {"bad duration", head + "controlPlane: [{name: a, ip: 10.0.0.1}]\nvalidity: {leaf: 1y}\n" + kCas,
+       "c.yaml:3: validity.leaf: invalid duration"},
+      {"bad version", head + "kubernetesVersion: latest\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: kubernetesVersion: 'latest' is not a Kubernetes version"},
+      {"file CA key", head + "controlPlane: [{name: a, ip: 10.0.0.1}]\ncas:\n  kubernetes-ca: {key: \"file:/tmp/ca.key\"}\n"
+                             "  etcd-ca: {key: \"pkcs11:token=t;object=e\"}\n  front-proxy-ca: {key: \"pkcs11:token=t;object=f\"}\n",
+       "c.yaml:4: cas.kubernetes-ca.key: a CA key must live in a token or TPM"},
+      {"missing CA", head + "controlPlane: [{name: a, ip: 10.0.0.1}]\ncas:\n  kubernetes-ca: {key: \"pkcs11:token=t;object=k\"}\n",
+       "cas.etcd-ca: missing"},
+      {"bad SAN", head + "controlPlane: [{name: a, ip: 10.0.0.1}]\napiServerCertSANs: [\"not a name\"]\n" + kCas,
+       "c.yaml:3: apiServerCertSANs[0]: 'not a name' is neither an IP address nor a DNS name"},
+      {"bad endpoint port", head + "controlPlaneEndpoint: 10.0.0.4:99999\ncontrolPlane: [{name: a, ip: 10.0.0.1}]\n" + kCas,
+       "c.yaml:2: controlPlaneEndpoint: '99999' is not a port number"},
+      {"not YAML", "controlPlane: [\n", "c.yaml:"},
+      {"not a map", "- a\n- b\n", "c.yaml:1: the cluster file must be a YAML map"},
+  };
+  for (const auto& b : bad) {
+    INFO(b.desc);
+    Error e = error_of([&] { ClusterSpec::parse(b.yaml, "c.yaml"); });
+    CHECK(e.kind() == ErrorKind::BadInput);
+    CHECK_THAT(e.what(), Catch::Matchers::Contains(b.want));
+  }
+  // Several nodes on one IP stay allowed; a stacked etcd member may repeat its control-plane entry.
+  ClusterSpec ok = ClusterSpec::parse(head + "controlPlane:\n  - {name: a, ip: 127.0.0.1}\n  - {name: b, ip: 127.0.0.1}\n"
+                                             "etcd:\n  - {name: a, ip: 127.0.0.1}\n" + kCas,
+                                      "c.yaml");
+  CHECK(ok.etcd.size() == 1);
+  CHECK(ok.where("cas.etcd-ca.key").rfind("c.yaml:", 0) == 0);
+  CHECK(ok.leaf_key == KeySpec::parse("ecdsa-p256"));
+}
+
+namespace {
+
+// Software CA keys: the KeySource port without a device (core tests use no token).
+class SoftKey final : public CaKey {
+ public:
+  explicit SoftKey(EVP_PKEY* k) : m_key(hwca::share(k)) {}
+  EVP_PKEY* pkey() const override { return m_key.get(); }
+  EVP_PKEY* public_key() const override { return m_key.get(); }
+
+ private:
+  hwca::EVP_PKEY_ptr m_key;
+};
+
+class SoftKeys final : public KeySource {
+ public:
+  std::map<std::string, hwca::EVP_PKEY_ptr> keys;
+  int generated = 0;
+  bool exists(const std::string& uri) override { return keys.count(uri) > 0; }
+  std::unique_ptr<CaKey> open(const std::string& uri) override { return std::make_unique<SoftKey>(keys.at(uri).get()); }
+  std::unique_ptr<CaKey> generate(const std::string& uri, const KeySpec& spec) override {
+    keys[uri] = hwca::generate_software_key(spec);
+    ++generated;
+    return open(uri);
+  }
+};
+
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out[e.path().string().substr(dir.size() + 1)] = hwca::read_file(e.path().string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("k8s layout: init writes kubeadm's layout, is idempotent, and re-issues exactly what must change") {
+  hwca::test::TempDir tmp;
+  auto ledger = Ledger::open(tmp / "ledger.db");
+  SoftKeys keys;
+  std::vector<std::string> lines;
+  InitOptions opt;
+  opt.out = tmp / "out";
+  opt.requester = "cli:k8s init";
+  opt.report = [&](const std::string& l) { lines.push_back(l); };
+  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
+  InitResult r1 = init_cluster(s, keys, *ledger, opt);
+  CHECK(keys.generated == 3);
+  CHECK(r1.issued == static_cast<int>(make_plan(s).certs.size()));
+  auto first = snapshot(opt.out);
+  for (const char* f : {"pki/ca.crt", "pki/apiserver.key", "pki/etcd/server.crt", "pki/sa.key", "pki/sa.pub", "admin.conf",
+                        "super-admin.conf", "kubelet.conf", "nodes/w1/kubelet.conf", "nodes/w1/pki/ca.crt",
+                        "nodes/vm2/pki/etcd/peer.key", "flags/kube-apiserver.flags", "kube-proxy.conf", "pki/flanneld.crt"})
+    CHECK(first.count(f) == 1);
+  CHECK(first.count("pki/ca.key") == 0);
+  CHECK(first["pki/etcd/server.crt"] == first["nodes/vm1/pki/etcd/server.crt"]);
+  CHECK(first["kubelet.conf"] == first["nodes/vm1/kubelet.conf"]);
+  // The kubeconfig embeds the CA, a "<CN>@<cluster>" context and the client certificate and key.
+  KubeconfigCredentials cred = parse_kubeconfig(first["admin.conf"], "admin.conf");
+  CHECK(cred.server == "https://192.168.115.4:6443");
+  CHECK(cred.ca_pem == first["pki/ca.crt"]);
+  CHECK(first["admin.conf"].find("kubernetes-admin@kubernetes") != std::string::npos);
+  auto admin = hwca::x509_from_pem(cred.cert_pem, "admin");
+  CHECK(name_to_string(X509_get_subject_name(admin.get())) == "CN=kubernetes-admin,O=kubeadm:cluster-admins");
+  CHECK(hwca::same_public_key(X509_get0_pubkey(admin.get()), hwca::private_key_from_pem(cred.key_pem, "k").get()));
+  size_t ledger_count = ledger->list().size();
+  CHECK(ledger_count == static_cast<size_t>(r1.issued));
+
+  // Again: nothing changes, byte for byte.
+  lines.clear();
+  InitResult r2 = init_cluster(s, keys, *ledger, opt);
+  CHECK(r2.issued == 0);
+  CHECK(r2.files_written == 0);
+  CHECK(snapshot(opt.out) == first);
+  CHECK(lines.empty());
+
+  // A new SAN and a new control-plane node: the apiserver and the new node's certificates, nothing else.
+  ClusterSpec s3 = ClusterSpec::parse(seed_yaml(), "seed.yaml");
+  s3.api_server_cert_sans.push_back("10.0.0.77");
+  s3.control_plane.push_back({"vm4", "192.168.115.9", 0});
+  s3.etcd.push_back({"vm4", "192.168.115.9", 0});
+  lines.clear();
+  InitResult r3 = init_cluster(s3, keys, *ledger, opt);
+  CHECK(r3.issued == 5);
+  std::set<std::string> issued;
+  for (const auto& l : lines) issued.insert(l.substr(0, l.find(' ', 7)));
+  CHECK(issued == std::set<std::string>{"issued apiserver", "issued vm4/etcd-server", "issued vm4/etcd-peer",
+                                        "issued vm4/kubelet.conf", "issued vm4/kubelet"});
+  CHECK(keys.generated == 3);
+  auto third = snapshot(opt.out);
+  CHECK(third["pki/ca.crt"] == first["pki/ca.crt"]);
+  CHECK(third["pki/apiserver.crt"] != first["pki/apiserver.crt"]);
+  CHECK(third["pki/apiserver.key"] == first["pki/apiserver.key"]);  // content change, same key
+  CHECK(third["pki/front-proxy-client.crt"] == first["pki/front-proxy-client.crt"]);
+  CHECK(third["nodes/vm1/pki/etcd/server.crt"] == first["nodes/vm1/pki/etcd/server.crt"]);
+  bool says_why = false;
+  for (const auto& l : lines)
+    if (l.find("apiserver") != std::string::npos && l.find("+IP:10.0.0.77") != std::string::npos &&
+        l.find("+DNS:vm4") != std::string::npos)
+      says_why = true;
+  CHECK(says_why);
+
+  // Renew: unknown names are refused; a named certificate gets a new key.
+  opt.renew = true;
+  opt.reuse_keys = false;
+  opt.renew_names = {"nope"};
+  CHECK(error_of([&] { init_cluster(s3, keys, *ledger, opt); }).kind() == ErrorKind::Usage);
+  opt.renew_names = {"front-proxy-client"};
+  lines.clear();
+  InitResult r4 = init_cluster(s3, keys, *ledger, opt);
+  CHECK(r4.issued == 1);
+  auto fourth = snapshot(opt.out);
+  CHECK(fourth["pki/front-proxy-client.key"] != third["pki/front-proxy-client.key"]);
+  CHECK(fourth["pki/apiserver.crt"] == third["pki/apiserver.crt"]);
+
+  // check-expiration reads it back: each distinct certificate once, with its CA.
+  auto entries = scan_expiration(opt.out);
+  std::map<std::string, std::string> ca_of;
+  for (const auto& e : entries) ca_of[e.name] = e.ca_name;
+  CHECK(ca_of["apiserver"] == "ca");
+  CHECK(ca_of["front-proxy-client"] == "front-proxy-ca");
+  CHECK(ca_of["etcd-server"] == "etcd-ca");
+  CHECK(ca_of["vm2/etcd-server"] == "etcd-ca");
+  CHECK(ca_of["admin.conf"] == "ca");
+  CHECK(ca_of["w1/kubelet.conf"] == "ca");
+  CHECK(ca_of.count("vm1/etcd-server") == 0);  // the same certificate as the top level's
+}
