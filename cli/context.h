@@ -46,6 +46,8 @@ void add_k8s_sign_csr_command(CLI::App& k8s, Context& ctx);
 void add_ceremony_commands(CLI::App& app, Context& ctx);
 void add_custody_commands(CLI::App& app, Context& ctx);
 void add_revocation_commands(CLI::App& app, Context& ctx);
+// hwca serve (cmd_serve.cpp): cfssl's remote signing API.
+void add_serve_command(CLI::App& app, Context& ctx);
 
 // If SOFTHSM2_CONF is unset and $HWCA_HOME/softhsm2.conf exists, points SOFTHSM2_CONF at it (the
 // embedded default token). An existing SOFTHSM2_CONF is always honoured.

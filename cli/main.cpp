@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
     hwca::cli::add_ceremony_commands(app, ctx);
     hwca::cli::add_custody_commands(app, ctx);
     hwca::cli::add_revocation_commands(app, ctx);
+    hwca::cli::add_serve_command(app, ctx);
 
     try {
       app.parse(static_cast<int>(cargs.size()), cargs.data());

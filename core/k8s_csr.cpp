@@ -212,6 +212,21 @@ nlohmann::ordered_json to_json(const YAML::Node& n) {
   return nullptr;
 }
 
+// Walks the document once with a budget, so that writing it back cannot blow up (YAML aliases can make
+// a small text a huge tree) or recurse without bound.
+void check_size(const YAML::Node& n, int depth, long& budget, const std::string& what) {
+  if (--budget < 0) throw Error(ErrorKind::BadInput, what + ": the object is too large (over 100000 nodes)");
+  if (depth > 64) throw Error(ErrorKind::BadInput, what + ": the object is nested too deeply (over 64 levels)");
+  if (n.IsMap()) {
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      check_size(it->first, depth + 1, budget, what);
+      check_size(it->second, depth + 1, budget, what);
+    }
+  } else if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) check_size(n[i], depth + 1, budget, what);
+  }
+}
+
 YAML::Node string_node(const std::string& s) {
   YAML::Node n(s);
   n.SetTag("!");
@@ -389,6 +404,8 @@ CsrObject CsrObject::parse(const std::string& text, const std::string& what) {
                                          " documents; sign-csr reads one CertificateSigningRequest");
   YAML::Node doc = docs.front();
   if (!doc.IsMap()) r.fail("the document", doc, "must be a mapping (a CertificateSigningRequest object)");
+  long budget = 100000;
+  check_size(doc, 0, budget, what);
 
   try {
     const std::string kind = r.str(doc, "kind", "kind").value_or("");

@@ -275,6 +275,19 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   };
   const Plan plan = make_plan(spec);
   InitResult result;
+  {
+    // Refuse before anything is generated or signed when the folder cannot be made.
+    struct stat st {};
+    if (::stat(out.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::BadInput, out + " exists and is not a folder");
+    } else {
+      auto slash = out.rfind('/');
+      std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : out.substr(0, slash));
+      if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw Error(ErrorKind::NotFound, "cannot create " + out + ": the folder " + parent + " does not exist");
+      if (opt.renew) throw Error(ErrorKind::NotFound, out + " does not exist: run `hwca k8s init` first");
+    }
+  }
 
   // Renew: the names must be known before anything happens.
   auto selected = [&](const CertSpec& c) {
@@ -608,6 +621,7 @@ std::vector<ExpirationEntry> scan_expiration(const std::string& dir_in) {
       }
     }
     // CAs first, then the rest, each alphabetically.
+    std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.name < b.name; });
     for (int pass = 0; pass < 2; ++pass)
       for (auto& f : found) {
         bool is_ca = X509_check_ca(f.cert.get()) != 0;

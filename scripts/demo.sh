@@ -88,3 +88,31 @@ echo "  key      hwca key show: $attrs"
 echo "  key      pkcs11-tool:  $p11"
 echo "  ledger   $count certificate(s) recorded in $HWCA_HOME/ledger.db (hwca ledger list)"
 echo "  chain    $(openssl x509 -in "$out/leaf-$n.pem" -noout -subject -nameopt RFC2253) <- $(openssl x509 -in "$out/ca.pem" -noout -subject -nameopt RFC2253)"
+
+# ---------------------------------------------------------------------------------------------------
+# Kubernetes (hwca k8s): the seed document's whole cluster PKI from examples/seed-cluster.yaml, its three
+# CA keys (kubernetes-ca, etcd-ca, front-proxy-ca) generated inside the same token 'hwca-root' on the
+# first run and reused afterwards; the PIN reaches hwca through HWCA_PIN, read from the 0600 PIN file.
+# A second run issues nothing (init is idempotent). Every certificate is checked with openssl verify
+# against its CA, then summarised with the check-expiration table.
+k8s_out="$HWCA_HOME/k8s"
+echo
+echo "hwca k8s init --config examples/seed-cluster.yaml --out $k8s_out"
+HWCA_PIN=$(cat "$HWCA_HOME/user.pin") "$hwca" k8s init --config examples/seed-cluster.yaml --out "$k8s_out" | sed 's/^/  /'
+verified=0
+for pair in ca.crt:apiserver.crt ca.crt:apiserver-kubelet-client.crt front-proxy-ca.crt:front-proxy-client.crt \
+            etcd/ca.crt:apiserver-etcd-client.crt etcd/ca.crt:etcd/server.crt etcd/ca.crt:etcd/peer.crt \
+            etcd/ca.crt:etcd/healthcheck-client.crt etcd/ca.crt:flanneld.crt etcd/ca.crt:etcd/etcdctl-client.crt ca.crt:kubelet.crt; do
+  openssl verify -CAfile "$k8s_out/pki/${pair%%:*}" "$k8s_out/pki/${pair#*:}" >/dev/null
+  verified=$((verified + 1))
+done
+for n in vm1 vm2 vm3; do
+  openssl verify -CAfile "$k8s_out/pki/etcd/ca.crt" "$k8s_out/nodes/$n/pki/etcd/server.crt" "$k8s_out/nodes/$n/pki/etcd/peer.crt" >/dev/null
+  openssl verify -CAfile "$k8s_out/pki/ca.crt" "$k8s_out/nodes/$n/pki/kubelet.crt" >/dev/null
+  verified=$((verified + 3))
+done
+echo "  verify   openssl verify: $verified certificates OK against their CA (kubernetes-ca, etcd-ca, front-proxy-ca)"
+echo "  apiserver SANs: $(openssl x509 -in "$k8s_out/pki/apiserver.crt" -noout -ext subjectAltName | tail -n +2 | sed 's/^ *//')"
+echo
+echo "hwca k8s check-expiration --pki $k8s_out"
+"$hwca" k8s check-expiration --pki "$k8s_out" | sed 's/^/  /'

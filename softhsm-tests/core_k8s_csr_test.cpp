@@ -410,6 +410,15 @@ TEST_CASE("CSR object: malformed input is one clear error", "[core][k8s-csr]") {
   std::string quoted = json_object([&] { ObjectSpec e = s; e.expiration_seconds = 600; return e; }());
   quoted.replace(quoted.find("\"expirationSeconds\": 600"), 24, "\"expirationSeconds\": \"600\"");
   CHECK(bad(quoted).find("spec.expirationSeconds") != std::string::npos);
+  // YAML aliases that would expand to a huge tree, and deep nesting, are refused before anything is written.
+  std::string bomb = good + "x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n";
+  for (int i = 1; i < 9; ++i)
+    bomb += "x" + std::to_string(i) + ": &a" + std::to_string(i) + " [" + std::string("*a") + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + "]\n";
+  CHECK(bad(bomb).find("too large") != std::string::npos);
+  CHECK(bad(good + "deep: " + std::string(100, '[') + std::string(100, ']') + "\n").find("too deeply") != std::string::npos);
   std::string huge = good;
   huge.replace(huge.find("spec:\n") + 6, 0, "  expirationSeconds: 99999999999\n");
   CHECK(bad(huge).find("int32") != std::string::npos);

@@ -430,3 +430,31 @@ TEST_CASE("tokens: tpm2 blobs interoperate with tpm2-openssl", "[tokens][tpm2]")
   }
   ::unsetenv("TPM2OPENSSL_TCTI");
 }
+
+TEST_CASE("tokens: tpm2 TCTI comes from the URI, else HWCA_TCTI, TPM2TSS_TCTI, TPM2OPENSSL_TCTI", "[tokens][tpm2]") {
+  test::Swtpm tpm;
+  auto registry = Registry::with_builtin_backends();
+  const std::string path = tpm.file("env.tss2.pem");
+  KeyBackend& backend = registry->backend_for(tpm.file_uri(path));
+  backend.generate(tpm.file_uri(path), GenerateOptions{KeySpec::parse("ecdsa-p256")});
+  const std::string bare = "tpm2:file=" + path;  // no tcti= in the URI
+  const std::string nowhere = "swtpm:host=127.0.0.1,port=1";
+  for (const char* var : {"HWCA_TCTI", "TPM2TSS_TCTI", "TPM2OPENSSL_TCTI"}) ::unsetenv(var);
+
+  for (const char* var : {"TPM2OPENSSL_TCTI", "TPM2TSS_TCTI", "HWCA_TCTI"}) {
+    INFO(var);
+    ::setenv(var, tpm.tcti().c_str(), 1);  // the most specific variable set so far points at our swtpm
+    CHECK(backend.describe(bare).attribute("tcti") == tpm.tcti());
+    check_signer(*backend.open(bare), KeySpec::parse("ecdsa-p256"));
+  }
+  // HWCA_TCTI wins over the other two; the URI wins over all of them.
+  ::setenv("TPM2TSS_TCTI", nowhere.c_str(), 1);
+  ::setenv("TPM2OPENSSL_TCTI", nowhere.c_str(), 1);
+  CHECK(backend.describe(bare).attribute("tcti") == tpm.tcti());
+  ::setenv("HWCA_TCTI", nowhere.c_str(), 1);
+  CHECK(backend.describe(tpm.file_uri(path)).attribute("tcti") == tpm.tcti());
+  Error e = expect_error([&] { backend.describe(bare); });
+  CHECK(e.kind() == ErrorKind::Token);
+  CHECK(contains(e.what(), "'" + nowhere + "'"));
+  for (const char* var : {"HWCA_TCTI", "TPM2TSS_TCTI", "TPM2OPENSSL_TCTI"}) ::unsetenv(var);
+}

@@ -164,7 +164,7 @@ grep '^issued ' "$T/init3.out" | sed 's/ (.*//' | sort > "$T/issued3"
 printf '%s\n' "issued apiserver" "issued cp4/etcd-peer" "issued cp4/etcd-server" "issued cp4/kubelet" "issued cp4/kubelet.conf" |
   sort > "$T/want3"
 diff "$T/want3" "$T/issued3" > /dev/null || fail "grown cluster issued: $(cat "$T/issued3")"
-grep -q '^issued apiserver (pki/apiserver.crt): SANs changed: +DNS:cp4, +DNS:api.example.com, +IP:10.0.0.77$' "$T/init3.out" ||
+grep -q '^issued apiserver (pki/apiserver.crt): SANs changed: +DNS:api.example.com, +DNS:cp4, +IP:10.0.0.77$' "$T/init3.out" ||
   fail "no reason given: $(grep apiserver "$T/init3.out")"
 grep -q '^issued cp4/etcd-server (nodes/cp4/pki/etcd/server.crt): missing$' "$T/init3.out" || fail "cp4: $(cat "$T/init3.out")"
 ok
