@@ -105,15 +105,6 @@ std::optional<std::string> string_field(const json& obj, const std::string& key,
   return v->get<std::string>();
 }
 
-std::string base64_encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  if (n < 0) throw_openssl(ErrorKind::Internal, "base64 encoding");
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
 // Standard base64 with padding (Go's encoding of []byte in JSON).
 std::optional<std::string> base64_decode(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;

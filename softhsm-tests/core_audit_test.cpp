@@ -288,3 +288,29 @@ TEST_CASE("ledger v2: revoke, revoked_by, CRL numbers", "[core][ledger]") {
   CHECK(entries[1].kind == "certificate-revoked");
   CHECK(verify_audit_chain(entries, {}).intact);
 }
+
+TEST_CASE("ledger: a version 1 database migrates to version 2 and keeps its rows", "[core][ledger]") {
+  TempDir dir;
+  std::string path = dir / "v1.db";
+  exec_sql(path,
+           "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);"
+           "CREATE TABLE certificates (serial TEXT PRIMARY KEY, issuer TEXT NOT NULL, subject TEXT NOT NULL,"
+           " sans TEXT NOT NULL, not_before TEXT NOT NULL, not_after TEXT NOT NULL, profile TEXT NOT NULL,"
+           " requester TEXT NOT NULL, issued_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'issued', pem TEXT NOT NULL);"
+           "CREATE INDEX certificates_issued_at ON certificates(issued_at);"
+           "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);"
+           "INSERT INTO certificates VALUES ('0a', 'CN=r', 'CN=old', '', '2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z',"
+           " 'p', 'r', '2026-01-01T00:00:00Z', 'issued', 'PEM');"
+           "INSERT INTO events(at, kind, detail) VALUES ('2026-01-01T00:00:00Z', 'key-generate', 'old');");
+  auto ledger = Ledger::open(path);
+  CHECK(ledger->schema_version() == 2);
+  auto rows = ledger->list();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].subject == "CN=old");
+  CHECK(rows[0].revoked_at.empty());
+  CHECK(ledger->events().size() == 1);
+  CHECK(ledger->audit_entries().empty());
+  ledger->revoke("0a", "superseded", 1800000000);
+  CHECK(ledger->revoked_by("CN=r").size() == 1);
+  CHECK(verify_audit_chain(ledger->audit_entries(), ledger->audit_checkpoints()).intact);
+}

@@ -60,7 +60,7 @@ TEST_CASE("tokens: registry picks backends by scheme", "[tokens][registry]") {
   } catch (const Error& e) {
     CHECK(std::string(e.what()) == "unknown key URI scheme 'x' (use pkcs11:, tpm2: or file:)");
   }
-  CHECK_THROWS_AS(registry->backend_for("tpm2:handle=0x81000100"), Error);
+  CHECK(registry->backend_for("tpm2:handle=0x81000100").scheme() == "tpm2");
 }
 
 TEST_CASE("tokens: registry destroys backends in reverse creation order", "[tokens][registry]") {

@@ -93,7 +93,7 @@ class Registry {
   KeyBackend& backend_for(const std::string& uri);
   static std::string scheme_of(const std::string& uri);
 
-  // A registry with every built-in backend (pkcs11, file).
+  // A registry with every built-in backend (pkcs11, tpm2, file).
   static std::unique_ptr<Registry> with_builtin_backends();
 
  private:
