@@ -28,6 +28,7 @@ struct ServeOptions {
   double body_timeout = 30;
   std::size_t body_limit = 1024 * 1024;
   bool allow_file_ca_key = false;
+  bool strict_profile = false;
 };
 
 std::mutex g_log_mutex;
@@ -84,7 +85,7 @@ void run_serve(const Context& ctx, const ServeOptions& opts) {
   LoadedCa ca = load_ca(ctx, opts.ca, opts.ca_key, opts.allow_file_ca_key);
   if (X509_check_ca(ca.cert.get()) == 0) throw Error(ErrorKind::Policy, opts.ca + " is not a CA certificate");
   auto ledger = ctx.open_ledger();
-  serve::CfsslService service(ca.cert.get(), ca.key->pkey(), *ledger, opts.config);
+  serve::CfsslService service(ca.cert.get(), ca.key->pkey(), *ledger, opts.config, opts.strict_profile);
 
   http.max_connections = fit_descriptor_limit(opts.max_connections);
   std::signal(SIGPIPE, SIG_IGN);
@@ -129,6 +130,8 @@ void add_serve_command(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   cmd->add_option("--body-timeout", opts->body_timeout, "seconds a client has to send its request body")->capture_default_str();
   cmd->add_option("--body-limit", opts->body_limit, "largest request body in bytes")->capture_default_str();
+  cmd->add_flag("--strict-profile", opts->strict_profile,
+                "refuse a profile the config does not define (cfssl falls back to the default profile)");
   cmd->add_flag("--allow-file-ca-key", opts->allow_file_ca_key, "accept a file: CA key (not for production)");
   cmd->callback([opts, &ctx] { ctx.action = [opts, &ctx] { run_serve(ctx, *opts); }; });
 }

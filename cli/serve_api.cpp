@@ -293,10 +293,11 @@ struct Caller {
   }
 };
 
-const core::Profile& select_profile(const core::CfsslConfig& config, const std::string& name, ojson& messages) {
+const core::Profile& select_profile(const core::CfsslConfig& config, const std::string& name, bool strict,
+                                   ojson& messages) {
   std::string warning;
   try {
-    const core::Profile& p = config.select(name, false, &warning);
+    const core::Profile& p = config.select(name, strict, &warning);
     if (!warning.empty()) {
       ojson m;
       m["code"] = kPolicyUnknownProfile;
@@ -305,6 +306,7 @@ const core::Profile& select_profile(const core::CfsslConfig& config, const std::
     }
     return p;
   } catch (const Error& e) {
+    if (e.kind() == ErrorKind::BadInput) throw ApiError{400, kPolicyUnknownProfile, e.what(), "unknown_profile"};
     throw ApiError{400, kPolicyInvalid, e.what(), "policy"};
   }
 }
@@ -429,8 +431,10 @@ core::CfsslConfig CfsslService::load_config(const std::string& path) {
   return cfg;
 }
 
-CfsslService::CfsslService(const X509* ca_cert, EVP_PKEY* ca_key, core::Ledger& ledger, std::string config_path)
-    : m_ca_cert(ca_cert), m_ca_key(ca_key), m_ledger(ledger), m_config_path(std::move(config_path)) {
+CfsslService::CfsslService(const X509* ca_cert, EVP_PKEY* ca_key, core::Ledger& ledger, std::string config_path,
+                           bool strict_profile)
+    : m_ca_cert(ca_cert), m_ca_key(ca_key), m_ledger(ledger), m_config_path(std::move(config_path)),
+      m_strict_profile(strict_profile) {
   m_config = std::make_shared<const core::CfsslConfig>(load_config(m_config_path));
 }
 
@@ -487,8 +491,9 @@ namespace {
 class Call {
  public:
   Call(const X509* ca_cert, EVP_PKEY* ca_key, core::Ledger& ledger, Metrics& metrics,
-       std::shared_ptr<const core::CfsslConfig> config, const HttpRequest& req)
-      : m_ca_cert(ca_cert), m_ca_key(ca_key), m_ledger(ledger), m_metrics(metrics), m_config(std::move(config)), m_req(req) {
+       std::shared_ptr<const core::CfsslConfig> config, bool strict, const HttpRequest& req)
+      : m_ca_cert(ca_cert), m_ca_key(ca_key), m_ledger(ledger), m_metrics(metrics), m_config(std::move(config)),
+        m_strict(strict), m_req(req) {
     m_who.endpoint = endpoint_of(req.target);
     m_who.remote = req.remote;
     m_who.client_cn = req.client_cn;
@@ -531,7 +536,7 @@ class Call {
   ojson sign(const std::string& bytes, bool authenticated, ojson& messages, const std::string* token = nullptr) {
     SignRequest sr = parse_sign_request(bytes, authenticated ? "Unable to parse authenticated sign request"
                                                              : "Unable to parse sign request");
-    const core::Profile& profile = select_profile(*m_config, sr.profile, messages);
+    const core::Profile& profile = select_profile(*m_config, sr.profile, m_strict, messages);
     m_who.profile = profile.name.empty() ? sr.profile : profile.name;
     // cfssl's rules (api/signhandler): sign refuses a profile with an auth provider, authsign one without.
     if (!authenticated && profile.requires_auth()) bad_request("authentication required", "auth_required");
@@ -608,7 +613,7 @@ class Call {
       bad_request(e.what());
     }
     if (csr_json.ca) bad_request("ca section only permitted in initca");
-    const core::Profile& profile = select_profile(*m_config, profile_name, messages);
+    const core::Profile& profile = select_profile(*m_config, profile_name, m_strict, messages);
     m_who.profile = profile.name.empty() ? profile_name : profile.name;
     // cfssl 1.2.0 signs newcert requests on authenticated profiles without a token; hwca does not.
     if (profile.requires_auth()) bad_request("authentication required", "auth_required");
@@ -644,7 +649,7 @@ class Call {
       if (j.is_discarded() || !j.is_object()) bad_request("Unable to parse info request");
       profile_name = string_field(j, "profile", "Unable to parse info request").value_or("");
     }
-    const core::Profile& profile = select_profile(*m_config, profile_name, messages);
+    const core::Profile& profile = select_profile(*m_config, profile_name, m_strict, messages);
     m_who.profile = profile.name.empty() ? profile_name : profile.name;
     ojson result;
     result["certificate"] = x509_to_pem(m_ca_cert);
@@ -682,6 +687,7 @@ class Call {
   core::Ledger& m_ledger;
   Metrics& m_metrics;
   std::shared_ptr<const core::CfsslConfig> m_config;
+  bool m_strict;
   const HttpRequest& m_req;
   Caller m_who;
 };
@@ -689,7 +695,7 @@ class Call {
 }  // namespace
 
 HttpResponse CfsslService::handle(const HttpRequest& req) {
-  Call call(m_ca_cert, m_ca_key, m_ledger, m_metrics, config(), req);
+  Call call(m_ca_cert, m_ca_key, m_ledger, m_metrics, config(), m_strict_profile, req);
   ojson messages = ojson::array();
   std::optional<ApiError> err;
   HttpResponse res;

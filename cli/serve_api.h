@@ -47,8 +47,10 @@ class Metrics {
 class CfsslService {
  public:
   // `ca_cert`/`ca_key`/`ledger` outlive the service. `config_path` empty: cfssl's built-in default
-  // config, and SIGHUP has nothing to reload.
-  CfsslService(const X509* ca_cert, EVP_PKEY* ca_key, core::Ledger& ledger, std::string config_path);
+  // config, and SIGHUP has nothing to reload. `strict_profile`: a profile the config does not define
+  // is refused (cfssl, and hwca by default, fall back to the default profile).
+  CfsslService(const X509* ca_cert, EVP_PKEY* ca_key, core::Ledger& ledger, std::string config_path,
+               bool strict_profile = false);
 
   // GET /healthz and GET /metrics (on the I/O thread); nullopt for everything else.
   std::optional<HttpResponse> handle_io(const HttpRequest& req);
@@ -68,6 +70,7 @@ class CfsslService {
   EVP_PKEY* m_ca_key;
   core::Ledger& m_ledger;
   std::string m_config_path;
+  bool m_strict_profile = false;
   mutable std::mutex m_config_mutex;
   std::shared_ptr<const core::CfsslConfig> m_config;
   Metrics m_metrics;

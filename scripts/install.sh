@@ -5,13 +5,13 @@ set -euo pipefail
 
 pkgs=(
   # build
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config clang libclang-rt-14-dev
   libssl-dev libp11-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libsqlite3-dev
   libtss2-dev libboost-dev libpq-dev catch2
   # hardware and its tools
   softhsm2 opensc opensc-pkcs11 libp11-kit-dev libengine-pkcs11-openssl swtpm swtpm-tools tpm2-openssl tpm2-tools
   # interop peers used by the tests
-  openssl gnutls-bin golang-cfssl etcd-server etcd-client sqlite3 jq python3
+  openssl gnutls-bin golang-cfssl etcd-server etcd-client sqlite3 jq python3 python3-cryptography
 )
 # kubectl: use the machine's own when there is one; otherwise Debian's kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || pkgs+=(kubernetes-client)

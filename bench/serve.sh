@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# bench section 5: hwca serve (RSA-2048 CA key in SoftHSM2, ledger on) against cfssl serve (RSA-2048
+# CA key in a file, no database), both answering authsign from 2 concurrent clients on keep-alive
+# connections (bench/serve_load.py). hwca is measured with --workers 1 and --workers 2.
+#
+#   bench/serve.sh HWCA-BINARY [--quick]
+#
+# Prints one JSON line: {"section":5,"name":...,"hwca_per_second":..,"hwca_1_worker_per_second":..,
+# "cfssl_per_second":..,"ratio":hwca/cfssl,"workers_ratio":2 workers/1 worker}. Loopback only; every
+# process it starts is stopped by PID.
+set -euo pipefail
+HWCA=${1:?usage: bench/serve.sh HWCA-BINARY [--quick]}
+HWCA=$(readlink -f "$HWCA")
+QUICK=0; [ "${2:-}" = --quick ] && QUICK=1
+PER_CLIENT=1500; [ $QUICK = 1 ] && PER_CLIENT=300
+LOAD=$(cd "$(dirname "$0")" && pwd)/serve_load.py
+MODULE=/usr/lib/softhsm/libsofthsm2.so
+KEY_HEX=00112233445566778899aabbccddeeff
+
+W=$(mktemp -d /tmp/hwca-bench-serve.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]+"${pids[@]}"}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]+"${pids[@]}"}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+cd "$W"
+export HWCA_HOME=$W/home SOFTHSM2_CONF=$W/softhsm2.conf
+mkdir -p home tokens
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$W/tokens" > softhsm2.conf
+(umask 077; echo -n "bench-pin-$$" > pin)
+softhsm2-util --init-token --free --label bench --so-pin "so-$$" --pin "bench-pin-$$" >/dev/null
+KEY="pkcs11:token=bench;object=serve-ca?module-path=$MODULE&pin-source=file:$W/pin"
+
+echo '{"CN":"bench serve CA","key":{"algo":"rsa","size":2048}}' > ca-csr.json
+"$HWCA" gencert -initca -ca-key "$KEY" ca-csr.json --bare hwca-ca >/dev/null
+cfssl gencert -initca ca-csr.json 2>/dev/null | cfssljson -bare cfssl-ca
+cat > config.json <<EOF
+{"signing":{"default":{"expiry":"8760h","usages":["signing","key encipherment","server auth","client auth"],"auth_key":"key1"}},
+ "auth_keys":{"key1":{"type":"standard","key":"$KEY_HEX"}}}
+EOF
+mkdir csrs
+for i in $(seq 1 16); do
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj "/CN=node$i.bench" \
+    -addext "subjectAltName=DNS:node$i.bench" -out "csrs/node$i.csr" 2>/dev/null
+done
+
+free_port() {
+  local p i
+  for i in $(seq 1 200); do
+    p=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40001 ))
+    [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ] && { echo "$p"; return 0; }
+  done
+  echo "bench/serve.sh: no free port" >&2; exit 1
+}
+wait_healthy() {  # PORT PID PATH
+  local i
+  for i in $(seq 1 150); do
+    curl -s -o /dev/null --max-time 1 -X "${4:-GET}" "http://127.0.0.1:$1$3" && return 0
+    kill -0 "$2" 2>/dev/null || { echo "bench/serve.sh: server exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench/serve.sh: server did not come up" >&2; exit 1
+}
+# run_clients PORT: 2 clients x PER_CLIENT authsign requests; prints certificates per second overall.
+run_clients() {
+  local port=$1 t0 t1 c1 c2
+  rm -f out.* serials.*
+  t0=$(date +%s.%N)
+  python3 "$LOAD" load --url "http://127.0.0.1:$port" --key "$KEY_HEX" --profile default --csr-dir csrs \
+    --count "$PER_CLIENT" --out out.1 --serials serials.1 > r1.json & c1=$!
+  python3 "$LOAD" load --url "http://127.0.0.1:$port" --key "$KEY_HEX" --profile default --csr-dir csrs \
+    --count "$PER_CLIENT" --out out.2 --serials serials.2 > r2.json & c2=$!
+  wait $c1 || { echo "bench/serve.sh: client failed: $(cat r1.json)" >&2; exit 1; }
+  wait $c2 || { echo "bench/serve.sh: client failed: $(cat r2.json)" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  awk -v n=$((2 * PER_CLIENT)) -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }'
+}
+stop() {  # PID
+  kill -TERM "$1"; wait "$1" 2>/dev/null || true
+}
+
+declare -A hwca=()
+for workers in 1 2; do
+  port=$(free_port)
+  rm -f home/ledger.db*
+  "$HWCA" serve -ca hwca-ca.pem -ca-key "$KEY" -config config.json -port "$port" --workers $workers 2> "hwca-$workers.log" &
+  pid=$!; pids+=($pid)
+  wait_healthy "$port" $pid /healthz
+  hwca[$workers]=$(run_clients "$port")
+  stop $pid
+done
+
+port=$(free_port)
+cfssl serve -ca cfssl-ca.pem -ca-key cfssl-ca-key.pem -config config.json -address 127.0.0.1 -port "$port" 2> cfssl.log &
+pid=$!; pids+=($pid)
+wait_healthy "$port" $pid /api/v1/cfssl/info POST
+cfssl_rate=$(run_clients "$port")
+stop $pid
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "null"; else printf "%.3f", a / b }'; }
+printf '{"section":5,"name":"hwca serve / cfssl serve, rsa-2048 CA, 2 clients","requests":%d,"hwca_per_second":%s,"hwca_1_worker_per_second":%s,"cfssl_per_second":%s,"ratio":%s,"workers_ratio":%s}\n' \
+  $((2 * PER_CLIENT)) "${hwca[2]}" "${hwca[1]}" "$cfssl_rate" "$(ratio "${hwca[2]}" "$cfssl_rate")" "$(ratio "${hwca[2]}" "${hwca[1]}")"
