@@ -473,7 +473,7 @@ void CfsslService::reload() {
 }
 
 std::optional<HttpResponse> CfsslService::handle_io(const HttpRequest& req) {
-  if (req.method != "GET" && req.method != "HEAD") return std::nullopt;
+  if (req.method != "GET") return std::nullopt;
   if (req.target == "/healthz") {
     m_metrics.request("healthz", 200);
     return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};

@@ -19,10 +19,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   hwca::fuzz::accepts([&] {
     CfsslConfig config = CfsslConfig::parse(hwca::fuzz::bytes(data, size), "ca-config.json");
     if (config.has_default) exercise(config.default_profile);
-    for (const auto& [name, profile] : config.profiles) {
-      exercise(profile);
+    for (const auto& entry : config.profiles) {
+      exercise(entry.second);
       std::string warning;
-      hwca::fuzz::accepts([&] { (void)config.select(name, true, &warning); });
+      hwca::fuzz::accepts([&] { (void)config.select(entry.first, true, &warning); });
     }
     std::string warning;
     hwca::fuzz::accepts([&] { (void)config.select("no-such-profile", false, &warning); });

@@ -18,7 +18,9 @@ std::string padded_field(const unsigned char* data, size_t len) {
 std::string TokenInfo::display() const { return label.empty() ? "slot " + std::to_string(slot) : label; }
 
 Module::Module(std::string path) : m_path(std::move(path)) {
-  m_handle = ::dlopen(m_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // RTLD_NODELETE: the module's code stays mapped after dlclose, so exit handlers or destructors it
+  // registered never jump into unmapped memory, and leak reports can still name it.
+  m_handle = ::dlopen(m_path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
   if (!m_handle) {
     const char* why = ::dlerror();
     std::string reason = why ? why : "unknown error";
