@@ -81,21 +81,53 @@ CertTemplate Issuer::plan(const IssueRequest& request) const {
   return t;
 }
 
-X509_ptr Issuer::issue(const IssueRequest& request) {
-  CertTemplate t = plan(request);
+void Issuer::check_issuer() const {
   if (m_ca_cert && X509_check_ca(const_cast<X509*>(m_ca_cert)) == 0) {
     ERR_clear_error();
     throw Error(ErrorKind::Policy, "the issuer certificate is not a CA certificate (no basicConstraints CA:TRUE)");
   }
-  ASN1_INTEGER_ptr serial;
+}
+
+// Serial numbers: 160 random bits, so a collision is not expected; the ledger's UNIQUE constraint is
+// what guarantees it (across processes too). On a Conflict the certificate is built again under a
+// fresh serial: the same serial is never issued twice.
+X509_ptr Issuer::issue(const IssueRequest& request) {
+  CertTemplate t = plan(request);
+  check_issuer();
   for (int attempt = 0;; ++attempt) {
-    serial = random_serial();
-    if (!m_ledger.has_serial(serial_hex(serial.get()))) break;
-    if (attempt >= 16) throw Error(ErrorKind::Internal, "could not draw a serial number that is not in the ledger");
+    ASN1_INTEGER_ptr serial = random_serial();
+    X509_ptr cert = build_certificate(t, serial.get(), request.public_key, m_ca_cert, m_ca_key);
+    try {
+      m_ledger.record(cert.get(), request.profile->name, request.requester);
+      return cert;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::Conflict || attempt >= 3) throw;
+    }
   }
-  X509_ptr cert = build_certificate(t, serial.get(), request.public_key, m_ca_cert, m_ca_key);
-  m_ledger.record(cert.get(), request.profile->name, request.requester);
-  return cert;
+}
+
+std::vector<X509_ptr> Issuer::issue_batch(const std::vector<const IssueRequest*>& requests) {
+  std::vector<CertTemplate> plans;
+  plans.reserve(requests.size());
+  for (const IssueRequest* r : requests) plans.push_back(plan(*r));
+  check_issuer();
+  for (int attempt = 0;; ++attempt) {
+    std::vector<X509_ptr> certs;
+    std::vector<Ledger::BatchItem> items;
+    certs.reserve(requests.size());
+    items.reserve(requests.size());
+    for (size_t i = 0; i < requests.size(); ++i) {
+      ASN1_INTEGER_ptr serial = random_serial();
+      certs.push_back(build_certificate(plans[i], serial.get(), requests[i]->public_key, m_ca_cert, m_ca_key));
+      items.push_back({certs.back().get(), requests[i]->profile->name, requests[i]->requester});
+    }
+    try {
+      m_ledger.record_batch(items);
+      return certs;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::Conflict || attempt >= 3) throw;
+    }
+  }
 }
 
 void check_key_matches_cert(const X509* ca_cert, EVP_PKEY* ca_key) {

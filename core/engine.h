@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace hwca::core {
 
@@ -36,10 +37,15 @@ class Issuer {
   // ledger and returns it. Nothing is returned unless it was recorded.
   X509_ptr issue(const IssueRequest& request);
 
+  // Several certificates signed one after another and recorded in ONE ledger transaction (one fsync),
+  // all or nothing: none is returned unless all were recorded. For bulk work (a whole cluster).
+  std::vector<X509_ptr> issue_batch(const std::vector<const IssueRequest*>& requests);
+
   // The template issue() would build (for tests and dry runs).
   CertTemplate plan(const IssueRequest& request) const;
 
  private:
+  void check_issuer() const;
   const X509* m_ca_cert;
   EVP_PKEY* m_ca_key;
   Ledger& m_ledger;

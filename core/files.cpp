@@ -112,6 +112,114 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
   if (dir.get() >= 0) ::fsync(dir.get());
 }
 
+AtomicBatch::~AtomicBatch() { discard(); }
+
+void AtomicBatch::discard() noexcept {
+  for (const auto& e : m_entries) ::unlink(e.tmp.c_str());
+  m_entries.clear();
+  m_folders.clear();
+  m_folder_index.clear();
+}
+
+void AtomicBatch::add(const std::string& path, std::string_view data, mode_t mode) {
+  try {
+    std::string folder = folder_of(path);
+    auto known = m_folder_index.find(folder);
+    size_t index = 0;
+    if (known == m_folder_index.end()) {
+      check_output_path(path);
+      index = m_folders.size();
+      m_folders.push_back(folder);
+      m_folder_index.emplace(folder, index);
+    } else {
+      index = known->second;
+      struct stat st {};
+      if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+        throw Error(ErrorKind::BadInput, "output file " + path + " is a folder");
+    }
+    std::string tmpl = folder + "/." + base_of(path) + ".tmp.XXXXXX";
+    std::vector<char> name(tmpl.begin(), tmpl.end());
+    name.push_back('\0');
+    Fd fd(::mkostemp(name.data(), O_CLOEXEC));
+    if (fd.get() < 0) throw Error(ErrorKind::Io, "cannot create a temporary file in " + folder + ": " + sys_error());
+    std::string tmp(name.data());
+    auto fail = [&](const std::string& what) {
+      std::string msg = "writing " + path + ": " + what + ": " + sys_error();
+      ::unlink(tmp.c_str());
+      throw Error(ErrorKind::Io, msg);
+    };
+    if (::fchmod(fd.get(), mode) != 0) fail("fchmod");
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        fail("write");
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd.release()) != 0) fail("close");
+    m_entries.push_back({std::move(tmp), path, index});
+  } catch (...) {
+    discard();
+    throw;
+  }
+}
+
+size_t AtomicBatch::commit() {
+  if (m_entries.empty()) {
+    discard();
+    return 0;
+  }
+  // 1. Every temporary durable: one syncfs per file system the batch touches.
+  {
+    std::vector<dev_t> synced;
+    for (const auto& folder : m_folders) {
+      Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      struct stat st {};
+      if (dir.get() < 0 || ::fstat(dir.get(), &st) != 0) {
+        std::string msg = "syncing " + folder + ": " + sys_error();
+        discard();
+        throw Error(ErrorKind::Io, msg);
+      }
+      bool done = false;
+      for (dev_t d : synced) done = done || d == st.st_dev;
+      if (done) continue;
+      if (::syncfs(dir.get()) != 0) {
+        std::string msg = "syncing " + folder + ": " + sys_error();
+        discard();
+        throw Error(ErrorKind::Io, msg);
+      }
+      synced.push_back(st.st_dev);
+    }
+  }
+  // 2. The renames, in the order added.
+  std::vector<bool> touched(m_folders.size(), false);
+  size_t renamed = 0;
+  std::string failure;
+  for (; renamed < m_entries.size(); ++renamed) {
+    const Entry& e = m_entries[renamed];
+    if (::rename(e.tmp.c_str(), e.path.c_str()) != 0) {
+      failure = "writing " + e.path + ": rename: " + sys_error();
+      break;
+    }
+    touched[e.folder] = true;
+  }
+  // 3. The renames durable: each touched folder once (also after a failed rename, for those done).
+  std::string folder_failure;
+  for (size_t i = 0; i < m_folders.size(); ++i) {
+    if (!touched[i]) continue;
+    Fd dir(::open(m_folders[i].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0 || ::fsync(dir.get()) != 0)
+      if (folder_failure.empty()) folder_failure = "syncing the folder " + m_folders[i] + ": " + sys_error();
+  }
+  m_entries.erase(m_entries.begin(), m_entries.begin() + static_cast<std::ptrdiff_t>(renamed));
+  discard();  // the temporaries left after a failed rename
+  if (!failure.empty()) throw Error(ErrorKind::Io, failure);
+  if (!folder_failure.empty()) throw Error(ErrorKind::Io, folder_failure);
+  return renamed;
+}
+
 void check_bare_output(const std::string& name) {
   if (name.empty()) throw Error(ErrorKind::BadInput, "empty output name for -bare");
   check_output_path(name + ".pem");

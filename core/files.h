@@ -5,12 +5,44 @@
 #include <string>
 #include <string_view>
 #include <sys/types.h>
+#include <unordered_map>
+#include <vector>
 
 namespace hwca::core {
 
 // Error(NotFound) when the folder does not exist, Error(Io) on any write failure; on failure the
 // temporary file is removed and `path` is untouched.
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode);
+
+// Many files made atomic and durable with batched durability: add() writes each file's temporary
+// (".NAME.tmp.XXXXXX" in its folder, with its exact mode, not synced); commit() makes every temporary
+// durable with one syncfs(2) per file system, then renames each onto its final name (in the order
+// added), then fsyncs each touched folder once. No final name ever shows a partial file: each is
+// either what it was or the complete new content. On any failure (add or commit) every temporary not
+// yet renamed is removed and Error(NotFound/Io) is thrown; the destructor removes the temporaries of a
+// batch that was never committed.
+class AtomicBatch {
+ public:
+  AtomicBatch() = default;
+  ~AtomicBatch();
+  AtomicBatch(const AtomicBatch&) = delete;
+  AtomicBatch& operator=(const AtomicBatch&) = delete;
+
+  void add(const std::string& path, std::string_view data, mode_t mode);
+  // Returns the number of files renamed into place; the batch is then empty and can be reused.
+  size_t commit();
+  size_t size() const { return m_entries.size(); }
+
+ private:
+  struct Entry {
+    std::string tmp, path;
+    size_t folder;  // index into m_folders
+  };
+  void discard() noexcept;
+  std::vector<Entry> m_entries;
+  std::vector<std::string> m_folders;  // each distinct folder once, checked to exist
+  std::unordered_map<std::string, size_t> m_folder_index;
+};
 
 // Checks that `path`'s folder exists and is a folder, so that a command can refuse before it signs.
 void check_output_path(const std::string& path);

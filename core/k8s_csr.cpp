@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,10 +13,41 @@
 #include <cctype>
 #include <climits>
 #include <set>
+#include <sstream>
 
 namespace hwca::core::k8s {
 
 namespace {
+
+// Counts documents without building nodes. yaml-cpp 0.7's LoadAll never ends (and allocates until memory
+// runs out) on a document whose root is a quoted or flow node followed by a stray ',' (`"",` or `{a: b},`:
+// found by fuzz/targets/k8s_csr.cpp); a bounded pass over the events first refuses such input.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+constexpr int kMaxYamlDocuments = 16;
+
+// Throws Error(BadInput) when `text` holds more than kMaxYamlDocuments documents (YAML::Exception for
+// malformed YAML, as LoadAll).
+void check_document_count(const std::string& text, const std::string& what) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentCounter counter;
+  for (int n = 0; parser.HandleNextDocument(counter);)
+    if (++n > kMaxYamlDocuments)
+      throw Error(ErrorKind::BadInput, what + ": not a CertificateSigningRequest (more than " +
+                                           std::to_string(kMaxYamlDocuments) + " YAML documents, or a stray ',')");
+}
 
 constexpr const char* kSystemNodes = "system:nodes";
 constexpr const char* kSystemBootstrappers = "system:bootstrappers";
@@ -391,6 +423,7 @@ CsrObject CsrObject::parse(const std::string& text, const std::string& what) {
 
   std::vector<YAML::Node> docs;
   try {
+    check_document_count(text, what);
     for (auto& d : YAML::LoadAll(text))
       if (d.IsDefined() && !d.IsNull()) docs.push_back(d);
   } catch (const YAML::Exception& e) {

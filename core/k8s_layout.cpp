@@ -266,6 +266,87 @@ KubeconfigCredentials parse_kubeconfig(const std::string& yaml, const std::strin
   return out;
 }
 
+namespace {
+
+// The plan, streamed: part 0 is everything but the worker-only nodes (the CAs, the cluster-wide leaves,
+// the control-plane and etcd nodes, the top level); parts 1.. are `kWorkersPerPart` worker-only nodes
+// each, so that a 50,000-certificate cluster is never held in memory at once.
+constexpr size_t kWorkersPerPart = 128;   // two certificates each: one ledger transaction per part
+constexpr size_t kMaxBatch = 256;         // certificates per ledger transaction
+
+class PlanParts {
+ public:
+  explicit PlanParts(const ClusterSpec& spec) : m_base(spec) {
+    m_base.workers.clear();
+    std::set<std::string> placed;
+    for (const auto& n : m_base.all_nodes()) placed.insert(n.name);
+    for (const auto& w : spec.workers)
+      if (placed.insert(w.name).second) m_workers.push_back(w);
+  }
+  size_t count() const { return 1 + (m_workers.size() + kWorkersPerPart - 1) / kWorkersPerPart; }
+  Plan make(size_t part) const {
+    if (part == 0) return make_plan(m_base);
+    ClusterSpec sub = m_base;
+    size_t from = (part - 1) * kWorkersPerPart, to = std::min(m_workers.size(), from + kWorkersPerPart);
+    sub.workers.assign(m_workers.begin() + static_cast<std::ptrdiff_t>(from), m_workers.begin() + static_cast<std::ptrdiff_t>(to));
+    std::set<std::string> names;
+    for (const auto& w : sub.workers) names.insert(w.name);
+    Plan full = make_plan(sub);
+    auto mine = [&](const std::string& path) {
+      if (path.rfind("nodes/", 0) != 0) return false;
+      auto slash = path.find('/', 6);
+      return names.count(path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6)) != 0;
+    };
+    Plan p;
+    for (auto& c : full.certs)
+      if (!c.is_ca && names.count(c.node)) p.certs.push_back(std::move(c));
+    for (auto& k : full.kubeconfigs)
+      if (mine(k.path)) p.kubeconfigs.push_back(std::move(k));
+    for (auto& c : full.copies)
+      if (mine(c.path)) p.copies.push_back(std::move(c));
+    for (auto& c : full.ca_copies)
+      if (mine(c.first)) p.ca_copies.push_back(std::move(c));
+    for (auto& f : full.flags)
+      if (mine(f.path)) p.flags.push_back(std::move(f));
+    for (auto& f : full.folders)
+      if (mine(f)) p.folders.push_back(std::move(f));
+    return p;
+  }
+  bool is_worker_only(const std::string& node) const {
+    for (const auto& w : m_workers)
+      if (w.name == node) return true;
+    return false;
+  }
+
+ private:
+  ClusterSpec m_base;
+  std::vector<Node> m_workers;
+};
+
+void generate_keys(const std::vector<Leaf*>& todo, const KeySpec& key_spec) {
+  std::atomic<size_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto work = [&] {
+    for (size_t i = next++; i < todo.size(); i = next++) {
+      try {
+        todo[i]->key = generate_software_key(key_spec);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+      }
+    }
+  };
+  unsigned workers = std::max(1u, std::min(std::thread::hardware_concurrency(), static_cast<unsigned>(todo.size())));
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
+}  // namespace
+
 InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger, const InitOptions& opt) {
   std::string out = opt.out;
   while (out.size() > 1 && out.back() == '/') out.pop_back();
@@ -273,7 +354,8 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   auto say = [&](const std::string& line) {
     if (opt.report) opt.report(line);
   };
-  const Plan plan = make_plan(spec);
+  const PlanParts parts(spec);
+  const Plan plan = parts.make(0);  // the CAs and everything but the worker-only nodes; kept throughout
   InitResult result;
   {
     // Refuse before anything is generated or signed when the folder cannot be made.
@@ -299,12 +381,20 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   if (opt.renew) {
     if (!opt.renew_all && opt.renew_names.empty())
       throw Error(ErrorKind::Usage, "renew needs certificate names or --all");
+    // Every worker-only node has the same certificates: the first part's names stand for all.
+    std::set<std::string> worker_names;
+    if (parts.count() > 1)
+      for (const auto& c : parts.make(1).certs) worker_names.insert(c.name);
     for (const auto& n : opt.renew_names) {
       bool known = false;
       for (const auto& c : plan.certs)
         if (!c.is_ca && (n == c.name || n == c.node + "/" + c.name)) known = true;
+      auto slash = n.find('/');
+      if (worker_names.count(n) ||
+          (slash != std::string::npos && worker_names.count(n.substr(slash + 1)) && parts.is_worker_only(n.substr(0, slash))))
+        known = true;
       if (!known) {
-        std::set<std::string> names;
+        std::set<std::string> names(worker_names);
         for (const auto& c : plan.certs)
           if (!c.is_ca) names.insert(c.name);
         std::string list;
@@ -381,103 +471,188 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     cas[role] = std::move(st);
   }
 
-  // 2. Leaves: what is on disk, and whether it can stay.
-  std::vector<Leaf> leaves;
-  for (const auto& c : plan.certs) {
-    if (c.is_ca) continue;
-    Leaf l;
-    l.spec = &c;
-    l.path = c.primary_path();
-    load_existing(l, out);
-    leaves.push_back(std::move(l));
-  }
-  for (auto& l : leaves) {
-    const CaState& ca = cas.at(l.spec->ca);
-    if (opt.renew) {
-      if (!selected(*l.spec)) continue;
-      if (!l.old_cert)
-        throw Error(ErrorKind::NotFound, l.path + (l.load_error.empty() ? " is missing" : " is unreadable (" + l.load_error + ")") +
-                                             ": run `hwca k8s init` first");
-      if (!issued_by(l.old_cert.get(), ca))
-        throw Error(ErrorKind::Policy, l.path + " was issued by " + name_to_string(X509_get_issuer_name(l.old_cert.get())) +
-                                           ", not by the configured " + ca_role_name(l.spec->ca) + " (" +
-                                           name_to_string(X509_get_subject_name(ca.cert.get())) +
-                                           "): refusing to renew it");
-      l.reasons.push_back(opt.reuse_keys ? "renewed (same key)" : "renewed (new key)");
-      l.new_key = !opt.reuse_keys || !l.old_key || !same_public_key(X509_get0_pubkey(l.old_cert.get()), l.old_key.get());
-    } else {
-      compare(l, spec, ca);
+  // 2. Leaves of one part: what is on disk, and whether it can stay (renew refuses here).
+  auto examine = [&](const Plan& p) {
+    std::vector<Leaf> leaves;
+    for (const auto& c : p.certs) {
+      if (c.is_ca) continue;
+      Leaf l;
+      l.spec = &c;
+      l.path = c.primary_path();
+      load_existing(l, out);
+      leaves.push_back(std::move(l));
     }
-    l.issue = !l.reasons.empty();
-  }
+    for (auto& l : leaves) {
+      const CaState& ca = cas.at(l.spec->ca);
+      if (opt.renew) {
+        if (!selected(*l.spec)) continue;
+        if (!l.old_cert)
+          throw Error(ErrorKind::NotFound, l.path + (l.load_error.empty() ? " is missing" : " is unreadable (" + l.load_error + ")") +
+                                               ": run `hwca k8s init` first");
+        if (!issued_by(l.old_cert.get(), ca))
+          throw Error(ErrorKind::Policy, l.path + " was issued by " + name_to_string(X509_get_issuer_name(l.old_cert.get())) +
+                                             ", not by the configured " + ca_role_name(l.spec->ca) + " (" +
+                                             name_to_string(X509_get_subject_name(ca.cert.get())) +
+                                             "): refusing to renew it");
+        l.reasons.push_back(opt.reuse_keys ? "renewed (same key)" : "renewed (new key)");
+        l.new_key = !opt.reuse_keys || !l.old_key || !same_public_key(X509_get0_pubkey(l.old_cert.get()), l.old_key.get());
+      } else {
+        compare(l, spec, ca);
+      }
+      l.issue = !l.reasons.empty();
+    }
+    return leaves;
+  };
+  // Renew refuses before anything is signed: every part is checked first.
+  if (opt.renew)
+    for (size_t i = 1; i < parts.count(); ++i) examine(parts.make(i));
 
-  // 3. New leaf keys, generated in parallel (software keys; every core).
-  {
+  std::map<CaRole, std::unique_ptr<Issuer>> issuers;
+  for (auto& [role, st] : cas) issuers[role] = std::make_unique<Issuer>(st.cert.get(), st.key->pkey(), ledger);
+
+  // 3-4. New leaf keys (in parallel, every core), then the signatures through the hardware CAs, one
+  // ledger transaction per CA and up to kMaxBatch certificates: recorded before any file of the part
+  // appears.
+  auto issue_leaves = [&](std::vector<Leaf>& leaves) {
     std::vector<Leaf*> todo;
     for (auto& l : leaves)
       if (l.issue && l.new_key) todo.push_back(&l);
-    std::atomic<size_t> next{0};
-    std::exception_ptr failure;
-    std::mutex failure_mutex;
-    auto work = [&] {
-      for (size_t i = next++; i < todo.size(); i = next++) {
-        try {
-          todo[i]->key = generate_software_key(spec.leaf_key);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(failure_mutex);
-          if (!failure) failure = std::current_exception();
+    generate_keys(todo, spec.leaf_key);
+    for (CaRole role : {CaRole::Kubernetes, CaRole::Etcd, CaRole::FrontProxy}) {
+      std::vector<Leaf*> batch;
+      for (auto& l : leaves)
+        if (l.issue && l.spec->ca == role) batch.push_back(&l);
+      for (size_t from = 0; from < batch.size(); from += kMaxBatch) {
+        size_t to = std::min(batch.size(), from + kMaxBatch);
+        std::vector<Profile> profiles;
+        std::vector<IssueRequest> reqs;
+        profiles.reserve(to - from);
+        reqs.reserve(to - from);
+        std::vector<const IssueRequest*> ptrs;
+        for (size_t i = from; i < to; ++i) {
+          Leaf& l = *batch[i];
+          if (!l.new_key) {
+            l.key = std::move(l.old_key);
+            l.key_pem = *l.old_key_pem;
+          } else {
+            l.key_pem = private_key_to_traditional_pem(l.key.get());
+          }
+          const CertSpec& c = *l.spec;
+          profiles.push_back(c.profile());
+          IssueRequest req;
+          req.subject = c.subject();
+          req.sans = c.sans;
+          req.public_key = l.key.get();
+          req.profile = &profiles.back();
+          req.requester = opt.requester;
+          reqs.push_back(std::move(req));
+          ptrs.push_back(&reqs.back());
+        }
+        std::vector<X509_ptr> certs = issuers.at(role)->issue_batch(ptrs);
+        for (size_t i = from; i < to; ++i) {
+          Leaf& l = *batch[i];
+          l.cert_pem = x509_to_pem(certs[i - from].get());
+          l.available = true;
+          ++result.issued;
         }
       }
-    };
-    unsigned workers = std::max(1u, std::min(std::thread::hardware_concurrency(), static_cast<unsigned>(todo.size())));
-    std::vector<std::thread> threads;
-    for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
-    if (failure) std::rethrow_exception(failure);
-  }
-
-  // 4. Issue through the hardware CAs, one at a time (one token session per CA).
-  std::map<CaRole, std::unique_ptr<Issuer>> issuers;
-  for (auto& [role, st] : cas) issuers[role] = std::make_unique<Issuer>(st.cert.get(), st.key->pkey(), ledger);
-  for (auto& l : leaves) {
-    if (!l.issue) {
-      if (l.old_cert && l.old_key) {
+    }
+    for (auto& l : leaves) {
+      if (l.issue) {
+        const CertSpec& c = *l.spec;
+        std::string reasons;
+        for (const auto& r : l.reasons) reasons += (reasons.empty() ? "" : "; ") + r;
+        say("issued " + (c.node.empty() ? c.name : c.node + "/" + c.name) + " (" + l.path + "): " + reasons);
+      } else if (l.old_cert && l.old_key) {
         l.cert_pem = *l.old_cert_pem;
         l.key_pem = *l.old_key_pem;
         l.available = true;
         ++result.kept;
       }
-      continue;
+      // The parsed forms are no longer needed.
+      l.old_cert.reset();
+      l.old_key.reset();
+      l.key.reset();
+      l.old_cert_pem.reset();
+      l.old_key_pem.reset();
     }
-    if (!l.new_key) {
-      l.key = std::move(l.old_key);
-      l.key_pem = *l.old_key_pem;
-    } else {
-      l.key_pem = private_key_to_traditional_pem(l.key.get());
+  };
+
+  // 6. A part's output files; what differs is written as one batch (temporaries, one syncfs, the
+  // renames, one fsync per folder).
+  std::optional<std::string> sa_key_pem;
+  EVP_PKEY_ptr sa_key;
+  std::map<std::string, const Leaf*> shared;  // the cluster-wide leaves (part 0), used by every part
+  auto write_part = [&](const Plan& p, const std::vector<Leaf>& leaves, bool base) {
+    std::map<std::string, const Leaf*> by_id;
+    for (const auto& l : leaves) by_id[l.spec->id] = &l;
+    auto leaf_of = [&](const std::string& id) -> const Leaf* {
+      auto it = by_id.find(id);
+      if (it != by_id.end()) return it->second;
+      return shared.at(id);
+    };
+    std::map<std::string, std::pair<std::string, mode_t>> files;
+    if (base)
+      for (const auto& [role, st] : cas) files[p.ca(role).primary_path()] = {st.pem, 0644};
+    for (const auto& [path, role] : p.ca_copies) files[path] = {cas.at(role).pem, 0644};
+    for (const auto& l : leaves) {
+      if (!l.available || !l.spec->kubeconfig.empty()) continue;
+      files[l.path] = {l.cert_pem, 0644};
+      files[l.path.substr(0, l.path.size() - 4) + ".key"] = {l.key_pem, 0600};
     }
-    const CertSpec& c = *l.spec;
-    Profile profile = c.profile();
-    IssueRequest req;
-    req.subject = c.subject();
-    req.sans = c.sans;
-    req.public_key = l.key.get();
-    req.profile = &profile;
-    req.requester = opt.requester;
-    X509_ptr cert = issuers.at(c.ca)->issue(req);
-    l.cert_pem = x509_to_pem(cert.get());
-    l.available = true;
-    ++result.issued;
-    std::string reasons;
-    for (const auto& r : l.reasons) reasons += (reasons.empty() ? "" : "; ") + r;
-    say("issued " + (c.node.empty() ? c.name : c.node + "/" + c.name) + " (" + l.path + "): " + reasons);
-  }
-  std::map<std::string, const Leaf*> by_id;
-  for (const auto& l : leaves) by_id[l.spec->id] = &l;
+    for (const auto& cp : p.copies) {
+      const Leaf* l = leaf_of(cp.cert_id);
+      if (!l->available) continue;
+      files[cp.path] = cp.key ? std::make_pair(l->key_pem, mode_t{0600}) : std::make_pair(l->cert_pem, mode_t{0644});
+    }
+    for (const auto& kc : p.kubeconfigs) {
+      const Leaf* l = leaf_of(kc.cert_id);
+      if (!l->available) continue;
+      files[kc.path] = {render_kubeconfig(spec.name, kc.server, cas.at(l->spec->ca).pem, l->spec->cn, l->cert_pem, l->key_pem),
+                        0600};
+    }
+    if (base && sa_key) {
+      for (const auto& dir : p.sa_dirs) {
+        files[dir + "/sa.key"] = {*sa_key_pem, 0600};
+        files[dir + "/sa.pub"] = {public_key_to_pem(sa_key.get()), 0644};
+      }
+    }
+    for (const auto& f : p.flags) {
+      std::string text;
+      for (const auto& flag : f.flags) text += flag + "\n";
+      files[f.path] = {text, 0644};
+    }
+
+    if (base) {
+      struct stat out_st {};
+      if (::stat(out.c_str(), &out_st) != 0) make_folder(out);
+    }
+    for (const auto& folder : p.folders) make_folder(path_of(out, folder));
+    AtomicBatch batch;
+    for (const auto& [rel, content] : files) {
+      std::string full = path_of(out, rel);
+      struct stat st {};
+      if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == content.second &&
+          static_cast<size_t>(st.st_size) == content.first.size()) {
+        std::optional<std::string> have = try_read(full);
+        if (have && *have == content.first) {
+          ++result.files_unchanged;
+          continue;
+        }
+      }
+      batch.add(full, content.first, content.second);
+    }
+    result.files_written += static_cast<int>(batch.commit());
+  };
+
+  // Part 0: the cluster-wide leaves, the control-plane and etcd nodes, the top level.
+  std::vector<Leaf> base_leaves = examine(plan);
+  issue_leaves(base_leaves);
+  for (const auto& l : base_leaves)
+    if (l.spec->node.empty()) shared[l.spec->id] = &l;
 
   // 5. The service-account key pair: reused when present.
-  std::optional<std::string> sa_key_pem = try_read(path_of(out, "pki/sa.key"));
-  EVP_PKEY_ptr sa_key;
+  sa_key_pem = try_read(path_of(out, "pki/sa.key"));
   if (sa_key_pem) {
     sa_key = private_key_from_pem(*sa_key_pem, "pki/sa.key");
   } else if (!opt.renew) {
@@ -485,55 +660,14 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     sa_key_pem = private_key_to_traditional_pem(sa_key.get());
     say("generated pki/sa.key and pki/sa.pub (service-account key pair, " + spec.leaf_key.name() + ")");
   }
+  write_part(plan, base_leaves, true);
 
-  // 6. Every output file, then write what differs.
-  std::map<std::string, std::pair<std::string, mode_t>> files;
-  for (const auto& [role, st] : cas) files[plan.ca(role).primary_path()] = {st.pem, 0644};
-  for (const auto& [path, role] : plan.ca_copies) files[path] = {cas.at(role).pem, 0644};
-  for (const auto& l : leaves) {
-    if (!l.available || !l.spec->kubeconfig.empty()) continue;
-    files[l.path] = {l.cert_pem, 0644};
-    files[l.path.substr(0, l.path.size() - 4) + ".key"] = {l.key_pem, 0600};
-  }
-  for (const auto& cp : plan.copies) {
-    const Leaf* l = by_id.at(cp.cert_id);
-    if (!l->available) continue;
-    files[cp.path] = cp.key ? std::make_pair(l->key_pem, mode_t{0600}) : std::make_pair(l->cert_pem, mode_t{0644});
-  }
-  for (const auto& kc : plan.kubeconfigs) {
-    const Leaf* l = by_id.at(kc.cert_id);
-    if (!l->available) continue;
-    files[kc.path] = {render_kubeconfig(spec.name, kc.server, cas.at(l->spec->ca).pem, l->spec->cn, l->cert_pem, l->key_pem),
-                      0600};
-  }
-  if (sa_key) {
-    for (const auto& dir : plan.sa_dirs) {
-      files[dir + "/sa.key"] = {*sa_key_pem, 0600};
-      files[dir + "/sa.pub"] = {public_key_to_pem(sa_key.get()), 0644};
-    }
-  }
-  for (const auto& f : plan.flags) {
-    std::string text;
-    for (const auto& flag : f.flags) text += flag + "\n";
-    files[f.path] = {text, 0644};
-  }
-
-  struct stat out_st {};
-  if (::stat(out.c_str(), &out_st) != 0) make_folder(out);
-  for (const auto& folder : plan.folders) make_folder(path_of(out, folder));
-  for (const auto& [rel, content] : files) {
-    std::string full = path_of(out, rel);
-    std::optional<std::string> have = try_read(full);
-    struct stat st {};
-    bool same_mode = ::stat(full.c_str(), &st) == 0 && (st.st_mode & 0777) == content.second;
-    if (have && *have == content.first && same_mode) {
-      ++result.files_unchanged;
-      continue;
-    }
-    write_file_atomic(full, content.first, content.second);
-    if (::chmod(full.c_str(), content.second) != 0)
-      throw Error(ErrorKind::Io, "chmod " + full + ": " + std::strerror(errno));
-    ++result.files_written;
+  // Parts 1..: the worker-only nodes, kWorkersPerPart at a time.
+  for (size_t i = 1; i < parts.count(); ++i) {
+    const Plan p = parts.make(i);
+    std::vector<Leaf> leaves = examine(p);
+    issue_leaves(leaves);
+    write_part(p, leaves, false);
   }
   return result;
 }

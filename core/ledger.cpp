@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <cerrno>
+#include <exception>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -282,10 +283,12 @@ std::unique_ptr<Ledger> Ledger::open(const std::string& path) {
   return ledger;
 }
 
-void Ledger::record(const X509* cert, const std::string& profile, const std::string& requester) {
-  std::string serial = serial_hex(X509_get0_serialNumber(cert));
+namespace {
+
+// What one certificate row holds, computed before any lock is taken.
+LedgerEntry entry_for(const X509* cert) {
   LedgerEntry e;
-  e.serial = serial;
+  e.serial = serial_hex(X509_get0_serialNumber(cert));
   e.issuer = name_to_string(X509_get_issuer_name(cert));
   e.subject = name_to_string(X509_get_subject_name(cert));
   e.sans = join(SubjectAltNames::of_cert(cert).describe(), ", ");
@@ -293,37 +296,132 @@ void Ledger::record(const X509* cert, const std::string& profile, const std::str
   e.not_after = iso8601(asn1_time_to_time_t(X509_get0_notAfter(cert)));
   e.issued_at = iso8601(now());
   e.pem = x509_to_pem(cert);
+  return e;
+}
 
-  std::lock_guard<std::mutex> lock(m_mutex);
+// Inserts one certificate row and its `certificate-issued` audit entry inside the open transaction.
+void insert_certificate(sqlite3* db, const std::string& path, const LedgerEntry& e, const std::string& profile,
+                        const std::string& requester, const std::string& der_sha256) {
   auto io_error = [&](const std::string& msg) {
-    return Error(ErrorKind::Io, "ledger " + m_path + ": could not record certificate " + serial + ": " + msg);
+    return Error(ErrorKind::Io, "ledger " + path + ": could not record certificate " + e.serial + ": " + msg);
   };
-  if (sqlite3_exec(m_db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) throw io_error(errmsg(m_db));
+  Stmt s = prepare(db, path,
+                   "INSERT INTO certificates(serial, issuer, subject, sans, not_before, not_after, profile, requester,"
+                   " issued_at, status, pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'issued', ?10)");
+  const std::string* values[] = {&e.serial, &e.issuer, &e.subject, &e.sans, &e.not_before,
+                                 &e.not_after, &profile, &requester, &e.issued_at, &e.pem};
+  for (int i = 0; i < 10; ++i) bind_text(db, path, s.get(), i + 1, *values[i]);
+  int rc = sqlite3_step(s.get());
+  if (rc != SQLITE_DONE) {
+    int ext = sqlite3_extended_errcode(db);
+    std::string msg = errmsg(db);
+    if (ext == SQLITE_CONSTRAINT_PRIMARYKEY || ext == SQLITE_CONSTRAINT_UNIQUE)
+      throw Error(ErrorKind::Conflict, "serial " + e.serial + " already in the ledger");
+    throw io_error(msg);
+  }
+  s.reset();
+  nlohmann::json detail = {{"serial", e.serial},     {"subject", e.subject},     {"issuer", e.issuer},
+                           {"sans", e.sans},         {"not_after", e.not_after}, {"profile", profile},
+                           {"requester", requester}, {"sha256", der_sha256}};
   try {
-    Stmt s = prepare(m_db, m_path,
-                     "INSERT INTO certificates(serial, issuer, subject, sans, not_before, not_after, profile, requester,"
-                     " issued_at, status, pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'issued', ?10)");
-    const std::string* values[] = {&e.serial, &e.issuer, &e.subject, &e.sans, &e.not_before,
-                                   &e.not_after, &profile, &requester, &e.issued_at, &e.pem};
-    for (int i = 0; i < 10; ++i) bind_text(m_db, m_path, s.get(), i + 1, *values[i]);
-    int rc = sqlite3_step(s.get());
-    if (rc != SQLITE_DONE) {
-      int ext = sqlite3_extended_errcode(m_db);
-      std::string msg = errmsg(m_db);
-      if (ext == SQLITE_CONSTRAINT_PRIMARYKEY || ext == SQLITE_CONSTRAINT_UNIQUE)
-        throw Error(ErrorKind::Conflict, "serial " + serial + " already in the ledger");
-      throw io_error(msg);
+    append_audit_in_transaction(db, path, "certificate-issued", detail.dump());
+  } catch (const Error& err) {
+    throw io_error(err.what());
+  }
+}
+
+}  // namespace
+
+struct Ledger::Pending {
+  LedgerEntry entry;
+  std::string profile;
+  std::string requester;
+  std::string der_sha256;
+  std::exception_ptr error;
+  bool done = false;
+};
+
+void Ledger::record(const X509* cert, const std::string& profile, const std::string& requester) {
+  Pending mine{entry_for(cert), profile, requester, sha256_hex(x509_to_der(cert)), nullptr, false};
+  std::unique_lock<std::mutex> lk(m_queue_mutex);
+  m_queue.push_back(&mine);
+  while (!mine.done) {
+    if (m_committing) {
+      m_queue_cv.wait(lk);
+      continue;
     }
-    s.reset();
-    nlohmann::json detail = {{"serial", e.serial},       {"subject", e.subject},   {"issuer", e.issuer},
-                             {"sans", e.sans},           {"not_after", e.not_after}, {"profile", profile},
-                             {"requester", requester},   {"sha256", sha256_hex(x509_to_der(cert))}};
+    // Become the committer for everything queued so far (this record included).
+    m_committing = true;
+    std::vector<Pending*> group;
+    group.swap(m_queue);
+    lk.unlock();
+    commit_group(group);
+    lk.lock();
+    for (Pending* p : group) p->done = true;
+    m_committing = false;
+    m_queue_cv.notify_all();
+  }
+  if (mine.error) std::rethrow_exception(mine.error);
+}
+
+void Ledger::commit_group(std::vector<Pending*>& group) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  auto fail_all = [&](const std::string& msg) {
+    for (Pending* p : group)
+      if (!p->error)
+        p->error = std::make_exception_ptr(
+            Error(ErrorKind::Io, "ledger " + m_path + ": could not record certificate " + p->entry.serial + ": " + msg));
+  };
+  if (sqlite3_exec(m_db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    fail_all(errmsg(m_db));
+    return;
+  }
+  size_t recorded = 0;
+  for (Pending* p : group) {
+    // A savepoint per record: one refused record (a duplicate serial, a trigger) fails alone.
+    if (sqlite3_exec(m_db, "SAVEPOINT one", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      p->error = std::make_exception_ptr(Error(ErrorKind::Io, "ledger " + m_path + ": " + errmsg(m_db)));
+      continue;
+    }
     try {
-      append_audit_in_transaction(m_db, m_path, "certificate-issued", detail.dump());
-    } catch (const Error& err) {
-      throw io_error(err.what());
+      insert_certificate(m_db, m_path, p->entry, p->profile, p->requester, p->der_sha256);
+      sqlite3_exec(m_db, "RELEASE one", nullptr, nullptr, nullptr);
+      ++recorded;
+    } catch (...) {
+      p->error = std::current_exception();
+      sqlite3_exec(m_db, "ROLLBACK TO one", nullptr, nullptr, nullptr);
+      sqlite3_exec(m_db, "RELEASE one", nullptr, nullptr, nullptr);
     }
-    if (sqlite3_exec(m_db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) throw io_error(errmsg(m_db));
+  }
+  if (sqlite3_exec(m_db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    std::string msg = errmsg(m_db);
+    rollback(m_db);
+    for (Pending* p : group) p->error = nullptr;
+    fail_all(msg);
+  }
+  (void)recorded;
+}
+
+void Ledger::record_batch(const std::vector<BatchItem>& items) {
+  if (items.empty()) return;
+  std::vector<LedgerEntry> entries;
+  std::vector<std::string> hashes;
+  entries.reserve(items.size());
+  hashes.reserve(items.size());
+  for (const auto& it : items) {
+    entries.push_back(entry_for(it.cert));
+    hashes.push_back(sha256_hex(x509_to_der(it.cert)));
+  }
+  std::lock_guard<std::mutex> lock(m_mutex);
+  if (sqlite3_exec(m_db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+    throw Error(ErrorKind::Io, "ledger " + m_path + ": could not record " + std::to_string(items.size()) +
+                                   " certificates: " + errmsg(m_db));
+  try {
+    for (size_t i = 0; i < items.size(); ++i)
+      insert_certificate(m_db, m_path, entries[i], items[i].profile, items[i].requester, hashes[i]);
+    if (sqlite3_exec(m_db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
+      throw Error(ErrorKind::Io, "ledger " + m_path + ": could not commit " + std::to_string(items.size()) +
+                                     " certificates: " + errmsg(m_db));
   } catch (...) {
     rollback(m_db);
     throw;

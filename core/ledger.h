@@ -8,6 +8,7 @@
 #include <ctime>
 #include <memory>
 #include <optional>
+#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -54,7 +55,19 @@ class Ledger {
   // Records one issued certificate in one transaction, together with its `certificate-issued` audit
   // event. Error(Conflict) when the serial already exists, Error(Io) on any other failure; in both cases
   // nothing is recorded.
+  // Concurrent callers are group-committed: while one transaction commits, the records that arrive
+  // queue up and go into the next transaction together (each in its own savepoint, so one failing
+  // record fails alone). Every caller returns only once its own record is durable.
   void record(const X509* cert, const std::string& profile, const std::string& requester);
+
+  struct BatchItem {
+    const X509* cert = nullptr;
+    std::string profile;
+    std::string requester;
+  };
+  // Records several certificates in ONE transaction (one fsync): all or nothing. Error(Conflict) for a
+  // duplicate serial, Error(Io) otherwise; then nothing of the batch is recorded.
+  void record_batch(const std::vector<BatchItem>& items);
   // Records an event in `events` and appends it to the audit chain (detail {"detail": ...}), in one
   // transaction.
   void record_event(const std::string& kind, const std::string& detail);
@@ -91,6 +104,14 @@ class Ledger {
   sqlite3* m_db;
   std::string m_path;
   mutable std::mutex m_mutex;  // one connection, used from several threads
+
+  // Group commit (record()): records waiting for the next transaction.
+  struct Pending;
+  std::mutex m_queue_mutex;
+  std::condition_variable m_queue_cv;
+  std::vector<Pending*> m_queue;
+  bool m_committing = false;
+  void commit_group(std::vector<Pending*>& group);
 };
 
 // $HWCA_HOME, or ./.hwca when unset.
