@@ -35,6 +35,7 @@ class Reader {
   }
   void only(const std::set<std::string>& allowed) const {
     for (const auto& kv : m_node) {
+      if (!kv.first.IsScalar()) fail("a field name must be a plain string");
       std::string k = kv.first.as<std::string>();
       if (!allowed.count(k)) fail("unknown or misplaced field '" + k + "'");
     }

@@ -311,9 +311,16 @@ Share share_from_json(std::string_view text, const std::string& name) {
       throw Error(ErrorKind::BadInput, prefix + " has an unknown format");
     s.set_id = j.at("set").get<std::string>();
     s.label = j.at("label").get<std::string>();
-    s.index = j.at("index").get<int>();
-    s.threshold = j.at("threshold").get<int>();
-    s.count = j.at("shares").get<int>();
+    // Whole numbers in range only: a huge or fractional JSON number must not reach get<int>().
+    auto small_int = [&](const char* field) {
+      const nlohmann::json& v = j.at(field);
+      if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > 255)
+        throw Error(ErrorKind::BadInput, prefix + " is corrupted (" + field + " is not a whole number from 0 to 255)");
+      return static_cast<int>(v.get<long long>());
+    };
+    s.index = small_int("index");
+    s.threshold = small_int("threshold");
+    s.count = small_int("shares");
     s.value = unhex(j.at("value").get<std::string>(), prefix + " is corrupted (value is not hex)");
     s.secret_check = j.at("secret_check").get<std::string>();
     checksum = j.at("checksum").get<std::string>();

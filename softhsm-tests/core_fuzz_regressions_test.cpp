@@ -2,7 +2,10 @@
 // clean hwca::Error (or success), quickly. docs/fuzzing.md records where each came from.
 #include "core_helpers.h"
 
+#include "core/cfssl.h"
+#include "core/ceremony.h"
 #include "core/k8s_csr.h"
+#include "core/shamir.h"
 
 #include <string>
 
@@ -38,4 +41,50 @@ TEST_CASE("fuzz regression: a JSON CSR object with a key that lost its colon is 
 )";
   auto e = error_of([&] { (void)CsrObject::parse(text, "csr.json"); });
   CHECK(e.kind() == ErrorKind::BadInput);
+}
+
+// The second timeout fuzz_k8s_csr saved (same cause), byte for byte.
+TEST_CASE("fuzz regression: k8s_csr timeout-a5538cc1 is refused, not a hang") {
+  const std::string text("{\012    \"apiVersion\": \"ceP\005ificates.k8s.io/v1\",\012    \"kind\": \"CertificateSigningRequest\",\012    \"metadata\": {\012        \"name\": \"node-csr-abc\",\012        \"creationTimeid-it-confirmWstamp\": \"2024-05-01T10:00:00Z\",\012        \"resourceVersion\": \"1234\",\012        \"uid\": \"6f1c2d3e-0000-4000-8000-123456789abc\"\012    },\012    \"1CY0dBMVVkRVFRUU1BNkNCbTV2WkdVdApNWWNFQ2dBQUN6QUtCZ2dxaGtqT1BRUURV2clo4Ly92cnM0WjdEbUV0dW9mck93L1F4CnpYOVJkZz09Ci0tLS0tRU5EIENFUlRJRklDQVRFIFJFUVVFU1QtLS0tLQo=\",\012        \"signerName\": \"kubernetes.io/kube-apiserver-client-kubelet\",\012        \"usages\": [\012            \"digital signature\",\012            \"client auth\"\012        ],\012        \"username\": \"system:bootstrap:abcdef\",\012        \"groups\": [\012    spec:        \"system:bootstrappers\"\012        ],\012        \"expirationSeconds\": 3600\012    },\012    \"status\": {}\012}\012", 804);
+  auto e = error_of([&] { (void)CsrObject::parse(text, "csr.json"); });
+  CHECK(e.kind() == ErrorKind::BadInput);
+}
+
+// fuzz_cfssl_config and fuzz_cfssl_csr: a number too large for a double made nlohmann::json throw
+// out_of_range (406), which escaped parse_json (it caught only parse_error) and ended hwca with
+// std::terminate. Byte for byte as the fuzzer saved them.
+TEST_CASE("fuzz regression: cfssl JSON with a number too large is a clean BadInput") {
+  const std::string config("{\"signing\":{\"default\":{\"expiry\":\"0h\",\"usages\":[666666666666666666666666666666666666666666666666666666666666666666666666666.6e666666666666666666666666666666666666666666666666666>666666666\000\000\000\00066666666666666666666666666\"sign;nig\"],\"ca_constraint\":{\"is_ca\":true,\":max_path_len\":1.5}}}}", 281);
+  auto e1 = error_of([&] { (void)hwca::core::CfsslConfig::parse(config, "ca-config.json"); });
+  CHECK(e1.kind() == ErrorKind::BadInput);
+  const std::string csr("40e916Tg0li%}", 13);
+  auto e2 = error_of([&] { (void)hwca::core::CfsslCsr::parse(csr, "csr.json"); });
+  CHECK(e2.kind() == ErrorKind::BadInput);
+  auto e3 = error_of([&] { (void)hwca::core::CfsslCsr::parse(R"({"CN": "a", "hosts": [1e999]})", "csr.json"); });
+  CHECK(e3.kind() == ErrorKind::BadInput);
+}
+
+// fuzz_ceremony: a mapping key that is itself a mapping (`? uri: ...`) threw yaml-cpp's
+// TypedBadConversion out of the ceremony parser (std::terminate in `hwca ceremony run`).
+TEST_CASE("fuzz regression: a ceremony file with a non-scalar field name is a clean BadInput") {
+  const std::string text = "ceremony: crl\ndescription: x\nkey:\n  ? uri: abc\n  : 1\n";
+  hwca::Error e = error_of([&] { hwca::core::parse_ceremony(text, "/nonexistent/ceremony.yaml"); });
+  CHECK(e.kind() == ErrorKind::BadInput);
+  const std::string found = hwca::read_file(std::string(HWCA_SOURCE_DIR) + "/fuzz/regressions/ceremony-crash");
+  hwca::Error e2 = error_of([&] { hwca::core::parse_ceremony(found, "/nonexistent/ceremony.yaml"); });
+  CHECK(e2.kind() == ErrorKind::BadInput);
+}
+
+// fuzz_shamir_share: a share whose index is 1.11111e+114 reached get<int>() (undefined behaviour).
+TEST_CASE("fuzz regression: a share file with a huge or fractional index is named as corrupted") {
+  const std::string found = hwca::read_file(std::string(HWCA_SOURCE_DIR) + "/fuzz/regressions/shamir-crash");
+  hwca::Error e = error_of([&] { hwca::core::share_from_json(found, "share-3"); });
+  CHECK(e.kind() == ErrorKind::BadInput);
+  CHECK(std::string(e.what()).find("share-3") != std::string::npos);
+  hwca::Error e2 = error_of([&] {
+    hwca::core::share_from_json(R"({"format":"hwca-shamir-share-v1","set":"a","label":"b","index":2.5,"threshold":2,)"
+                                R"("shares":3,"value":"00","secret_check":"x","checksum":"y"})",
+                                "share-4");
+  });
+  CHECK(e2.kind() == ErrorKind::BadInput);
 }
