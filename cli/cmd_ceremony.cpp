@@ -401,7 +401,7 @@ void add_ceremony_commands(CLI::App& app, Context& ctx) {
   run->add_flag("--check", r->check_only, "run the pre-flight checks only");
   run->callback([r, &ctx] {
     ctx.action = [r, &ctx] {
-      core::CeremonySpec spec = core::parse_ceremony(read_file(r->file), r->file);
+      core::CeremonySpec spec = core::parse_ceremony(read_config_file(r->file), r->file);
       Ceremony c(ctx, std::move(spec));
       c.run(r->check_only);
       tokens::clear_pin_override();

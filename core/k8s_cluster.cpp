@@ -204,7 +204,7 @@ std::string https_url(const std::string& host, int port) {
   return "https://" + h + ":" + std::to_string(port);
 }
 
-ClusterSpec ClusterSpec::load(const std::string& path) { return parse(read_file(path), path); }
+ClusterSpec ClusterSpec::load(const std::string& path) { return parse(read_config_file(path), path); }
 
 ClusterSpec ClusterSpec::parse(const std::string& yaml, const std::string& file) {
   Ctx c{file};

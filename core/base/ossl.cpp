@@ -168,6 +168,18 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+std::string read_config_file(const std::string& path) {
+  std::string text = read_file(path);
+  if (text.find("pin-value=") != std::string::npos) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) throw Error(ErrorKind::Io, path + ": " + std::strerror(errno));
+    if ((st.st_mode & S_IROTH) != 0)
+      throw Error(ErrorKind::BadInput, path + " holds a PIN (pin-value=) but every user can read it: chmod o-r " + path +
+                                           ", or use pin-source=file: instead");
+  }
+  return text;
+}
+
 std::string to_hex(const unsigned char* data, size_t len) {
   static const char* digits = "0123456789abcdef";
   std::string out;

@@ -69,6 +69,11 @@ bool same_public_key(const EVP_PKEY* a, const EVP_PKEY* b);
 // Reads a whole file; Error(NotFound) when it does not exist, Error(Io) when unreadable.
 std::string read_file(const std::string& path);
 
+// Reads a configuration file (cluster.yaml, a ceremony file) that may name keys. A key URI's
+// `pin-value=` is accepted only from a file that other users cannot read: Error(BadInput) when the
+// file holds "pin-value=" and is world-readable.
+std::string read_config_file(const std::string& path);
+
 // Lowercase hex without separators.
 std::string to_hex(const unsigned char* data, size_t len);
 std::string to_hex(std::string_view bytes);

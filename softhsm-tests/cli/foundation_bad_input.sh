@@ -104,6 +104,19 @@ expect_error "unknown profile" "$HWCA" sign --ca ca.pem --ca-key "$uri" --csr l.
 expect_error "unknown option" "$HWCA" sign --frobnicate
 expect_error "no subcommand" "$HWCA"
 
+# pin-value is accepted only from a configuration file that other users cannot read.
+sed "s|pkcs11:token=hwca-example;object=\([a-z-]*\)?module-path=$SOFTHSM_MODULE|pkcs11:token=hwca-root;object=\1?module-path=$SOFTHSM_MODULE\&pin-value=$(cat "$T/hwca-root.pin")|" \
+  "$HWCA_SOURCE_DIR/examples/loopback-cluster.yaml" > cluster-pin.yaml
+grep -q "pin-value=" cluster-pin.yaml || fail "could not put a pin-value into the cluster file"
+chmod 0644 cluster-pin.yaml
+expect_error "pin-value in a world-readable cluster file" "$HWCA" k8s init --config cluster-pin.yaml --out k8s-out
+grep -q "every user can read it" "$T/.stderr" || fail "world-readable pin-value: $(cat "$T/.stderr")"; ok
+if grep -q "$(cat "$T/hwca-root.pin")" "$T/.stderr"; then fail "the PIN was echoed"; fi; ok
+[ ! -e k8s-out ] || fail "k8s init wrote output after refusing the cluster file"; ok
+chmod 0600 cluster-pin.yaml
+"$HWCA" k8s init --config cluster-pin.yaml --out k8s-out >/dev/null || fail "pin-value from a 0600 cluster file"
+[ -f k8s-out/pki/ca.crt ] || fail "k8s init from a 0600 cluster file wrote no ca.crt"; ok
+
 # A certificate whose ledger write fails is not written out.
 sqlite3 "$HWCA_HOME/ledger.db" "CREATE TRIGGER fail_insert BEFORE INSERT ON certificates BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
 rows_before=$(sqlite3 "$HWCA_HOME/ledger.db" "select count(*) from certificates")
