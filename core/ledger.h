@@ -1,5 +1,5 @@
-// The ledger: every issued certificate, recorded before it is handed out. SQLite with versioned
-// schema migrations (run inside a transaction, as tpm2-pkcs11's db.c does).
+// The ledger: every issued certificate, recorded before it is handed out. SQLite (default) or PostgreSQL,
+// each with versioned schema migrations (run inside a transaction, as tpm2-pkcs11's db.c does).
 #pragma once
 
 #include "core/audit.h"
@@ -8,12 +8,8 @@
 #include <ctime>
 #include <memory>
 #include <optional>
-#include <condition_variable>
-#include <mutex>
 #include <string>
 #include <vector>
-
-struct sqlite3;
 
 namespace hwca::core {
 
@@ -40,25 +36,33 @@ struct LedgerEvent {
   std::string detail;
 };
 
+// The ledger interface. Two implementations: SqliteLedger (the default, one machine; core/ledger.cpp) and
+// PgLedger (core/ledger_pg.h: a PostgreSQL database shared by several `hwca serve` processes). All methods
+// are safe to call from several threads at once.
 class Ledger {
  public:
   // 1: certificates, events. 2: revocation columns, crl_numbers, audit_events, audit_checkpoints.
+  // PostgreSQL ledgers have the same tables at the same version numbers.
   static constexpr int kSchemaVersion = 2;
 
-  // Opens (creating and migrating) the ledger at `path`; its folder is created when missing.
-  // Error(Io) when it cannot be opened or migrated.
-  static std::unique_ptr<Ledger> open(const std::string& path);
-  ~Ledger();
+  // Opens (creating and migrating) the ledger at `path_or_url`: a PostgreSQL connection URI
+  // (postgresql://USER[:PASSWORD]@HOST:PORT/DB, or postgres://...), otherwise a SQLite file whose folder
+  // is created when missing. Error(Io) when it cannot be opened or migrated.
+  static std::unique_ptr<Ledger> open(const std::string& path_or_url);
+  // True for postgresql:// and postgres:// URIs.
+  static bool is_postgres_url(const std::string& path_or_url);
+  virtual ~Ledger() = default;
   Ledger(const Ledger&) = delete;
   Ledger& operator=(const Ledger&) = delete;
 
   // Records one issued certificate in one transaction, together with its `certificate-issued` audit
-  // event. Error(Conflict) when the serial already exists, Error(Io) on any other failure; in both cases
-  // nothing is recorded.
-  // Concurrent callers are group-committed: while one transaction commits, the records that arrive
+  // event. Error(Conflict) when the serial already exists, Error(Io) on any other failure (a lost
+  // database connection included); in both cases nothing is recorded.
+  // SQLite: concurrent callers are group-committed: while one transaction commits, the records that arrive
   // queue up and go into the next transaction together (each in its own savepoint, so one failing
-  // record fails alone). Every caller returns only once its own record is durable.
-  void record(const X509* cert, const std::string& profile, const std::string& requester);
+  // record fails alone). PostgreSQL: one transaction per record on a pooled connection. Every caller
+  // returns only once its own record is durable.
+  virtual void record(const X509* cert, const std::string& profile, const std::string& requester) = 0;
 
   struct BatchItem {
     const X509* cert = nullptr;
@@ -67,52 +71,48 @@ class Ledger {
   };
   // Records several certificates in ONE transaction (one fsync): all or nothing. Error(Conflict) for a
   // duplicate serial, Error(Io) otherwise; then nothing of the batch is recorded.
-  void record_batch(const std::vector<BatchItem>& items);
+  virtual void record_batch(const std::vector<BatchItem>& items) = 0;
   // Records an event in `events` and appends it to the audit chain (detail {"detail": ...}), in one
   // transaction.
-  void record_event(const std::string& kind, const std::string& detail);
+  virtual void record_event(const std::string& kind, const std::string& detail) = 0;
 
   // Marks a certificate revoked (reason: an RFC 5280 name, already checked by the caller) and appends a
   // `certificate-revoked` audit event, in one transaction. Error(NotFound) for an unknown serial,
   // Error(Conflict) when it is already revoked. Returns the updated row.
-  LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at);
-  std::optional<LedgerEntry> find(const std::string& serial_hex) const;
+  virtual LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) = 0;
+  virtual std::optional<LedgerEntry> find(const std::string& serial_hex) const = 0;
   // Revoked certificates whose issuer (RFC 2253) is `issuer`, oldest revocation first.
-  std::vector<LedgerEntry> revoked_by(const std::string& issuer) const;
+  virtual std::vector<LedgerEntry> revoked_by(const std::string& issuer) const = 0;
   // The next CRL number for the CA whose key is identified by `issuer_key_id` (hex SHA-256 of its public
   // key): 1, 2, 3, ... never reused, even when the CRL is then not written. One transaction, with a
   // `crl-number` audit event.
-  long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer);
+  virtual long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer) = 0;
 
   // The audit chain (see core/audit.h). append_audit runs in its own transaction; the chain head is read
-  // and extended under SQLite's write lock (BEGIN IMMEDIATE), so two writers never make two heads.
-  AuditEntry append_audit(const std::string& kind, const std::string& detail_json);
-  std::optional<AuditEntry> audit_head() const;
-  std::vector<AuditEntry> audit_entries() const;
-  std::vector<AuditCheckpoint> audit_checkpoints() const;
+  // and extended under the database's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level
+  // advisory lock taken by every writer of the chain), so two writers never make two heads.
+  virtual AuditEntry append_audit(const std::string& kind, const std::string& detail_json) = 0;
+  virtual std::optional<AuditEntry> audit_head() const = 0;
+  virtual std::vector<AuditEntry> audit_entries() const = 0;
+  virtual std::vector<AuditCheckpoint> audit_checkpoints() const = 0;
   // Stores a signed checkpoint; returns its id.
-  long long add_audit_checkpoint(const AuditCheckpoint& checkpoint);
+  virtual long long add_audit_checkpoint(const AuditCheckpoint& checkpoint) = 0;
 
-  std::vector<LedgerEntry> list() const;
-  std::vector<LedgerEvent> events() const;
-  bool has_serial(const std::string& serial_hex) const;
-  int schema_version() const;
+  virtual std::vector<LedgerEntry> list() const = 0;
+  virtual std::vector<LedgerEvent> events() const = 0;
+  virtual bool has_serial(const std::string& serial_hex) const = 0;
+  virtual int schema_version() const = 0;
+  // The file path, or the URI without its password: for messages and logs.
   const std::string& path() const { return m_path; }
 
- private:
-  Ledger(sqlite3* db, std::string path);
-  sqlite3* m_db;
+ protected:
+  explicit Ledger(std::string display_name) : m_path(std::move(display_name)) {}
   std::string m_path;
-  mutable std::mutex m_mutex;  // one connection, used from several threads
-
-  // Group commit (record()): records waiting for the next transaction.
-  struct Pending;
-  std::mutex m_queue_mutex;
-  std::condition_variable m_queue_cv;
-  std::vector<Pending*> m_queue;
-  bool m_committing = false;
-  void commit_group(std::vector<Pending*>& group);
 };
+
+// What one certificate row holds (serial, names, SANs, validity, PEM; issued_at = now). profile,
+// requester and status are left for the caller.
+LedgerEntry ledger_entry_for(const X509* cert);
 
 // $HWCA_HOME, or ./.hwca when unset.
 std::string hwca_home();
