@@ -5,6 +5,8 @@
 #include "support/softhsm_token.h"
 #include "tokens/backend.h"
 
+#include "support/signer_checks.h"
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -18,62 +20,6 @@ namespace {
 
 const std::vector<std::string> kAlgorithms = {"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096"};
 
-std::string sign(EVP_PKEY* key, const std::string& data) {
-  EVP_MD_CTX_ptr ctx(EVP_MD_CTX_new());
-  REQUIRE(ctx);
-  REQUIRE(EVP_DigestSignInit(ctx.get(), nullptr, digest_for(key), nullptr, key) == 1);
-  size_t len = 0;
-  const auto* in = reinterpret_cast<const unsigned char*>(data.data());
-  REQUIRE(EVP_DigestSign(ctx.get(), nullptr, &len, in, data.size()) == 1);
-  std::string sig(len, '\0');
-  REQUIRE(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len, in, data.size()) == 1);
-  sig.resize(len);
-  return sig;
-}
-
-bool verify(EVP_PKEY* pub, const EVP_MD* md, const std::string& data, const std::string& sig) {
-  EVP_MD_CTX_ptr ctx(EVP_MD_CTX_new());
-  if (EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, pub) != 1) return false;
-  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                          reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
-}
-
-X509_ptr self_signed(const Signer& signer) {
-  X509_ptr cert(X509_new());
-  REQUIRE(cert);
-  REQUIRE(X509_set_version(cert.get(), X509_VERSION_3) == 1);
-  REQUIRE(ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 4242) == 1);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  REQUIRE(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("hwca test"), -1,
-                                     -1, 0) == 1);
-  REQUIRE(X509_set_issuer_name(cert.get(), name) == 1);
-  REQUIRE(X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0));
-  REQUIRE(X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600));
-  REQUIRE(X509_set_pubkey(cert.get(), signer.public_key()) == 1);
-  REQUIRE(X509_sign(cert.get(), signer.pkey(), digest_for(signer.pkey())) > 0);
-  return cert;
-}
-
-void check_signer(const Signer& signer, const KeySpec& spec) {
-  REQUIRE(signer.pkey() != nullptr);
-  REQUIRE(signer.public_key() != nullptr);
-  CHECK(KeySpec::of(signer.public_key()) == spec);
-  CHECK(KeySpec::of(signer.pkey()) == spec);
-  // The digest rule gives the same answer for the device key and its software public half.
-  CHECK(digest_for(signer.pkey()) == digest_for(signer.public_key()));
-
-  const std::string data = "hwca conformance: " + spec.name();
-  std::string sig = sign(signer.pkey(), data);
-  CHECK(verify(signer.public_key(), digest_for(signer.public_key()), data, sig));
-  CHECK_FALSE(verify(signer.public_key(), digest_for(signer.public_key()), data + "!", sig));
-  drain_openssl_errors();
-
-  X509_ptr cert = self_signed(signer);
-  CHECK(X509_verify(cert.get(), signer.public_key()) == 1);
-  EVP_PKEY* in_cert = X509_get0_pubkey(cert.get());
-  REQUIRE(in_cert != nullptr);
-  CHECK(same_public_key(in_cert, signer.public_key()));
-}
 
 }  // namespace
 
@@ -91,7 +37,7 @@ TEST_CASE("tokens: file backend conformance", "[tokens][file]") {
   auto signer = backend.generate(uri, GenerateOptions{spec});
   REQUIRE(signer);
   CHECK(signer->uri() == uri);
-  check_signer(*signer, spec);
+  test::check_signer(*signer, spec);
 
   struct stat st {};
   REQUIRE(::stat(dir.file(algorithm + ".pem").c_str(), &st) == 0);
@@ -110,7 +56,7 @@ TEST_CASE("tokens: file backend conformance", "[tokens][file]") {
   CHECK(same_public_key(d.public_key.get(), signer->public_key()));
 
   auto reopened = backend.open(uri);
-  check_signer(*reopened, spec);
+  test::check_signer(*reopened, spec);
   CHECK(same_public_key(reopened->public_key(), signer->public_key()));
 
   // Never overwritten.
@@ -138,7 +84,7 @@ TEST_CASE("tokens: softhsm2 backend conformance", "[tokens][pkcs11]") {
   auto signer = backend.generate(uri, GenerateOptions{spec});
   REQUIRE(signer);
   CHECK(signer->uri() == uri);
-  check_signer(*signer, spec);
+  test::check_signer(*signer, spec);
   CHECK(backend.exists(uri));
 
   KeyDescription d = backend.describe(uri);
@@ -166,12 +112,12 @@ TEST_CASE("tokens: softhsm2 backend conformance", "[tokens][pkcs11]") {
   CHECK(d.attribute("key-value-readable") == "false");
 
   auto reopened = backend.open(uri);
-  check_signer(*reopened, spec);
+  test::check_signer(*reopened, spec);
   CHECK(same_public_key(reopened->public_key(), signer->public_key()));
 
   // A signature made by the first signer verifies with the second's public key and vice versa.
   const std::string data = "cross-check";
-  CHECK(verify(reopened->public_key(), digest_for(reopened->public_key()), data, sign(signer->pkey(), data)));
+  CHECK(test::verify_data(reopened->public_key(), digest_for(reopened->public_key()), data, test::sign_data(signer->pkey(), data)));
 }
 
 TEST_CASE("tokens: softhsm2 signers sign from two threads at once", "[tokens][pkcs11]") {
@@ -195,7 +141,7 @@ TEST_CASE("tokens: softhsm2 signers sign from two threads at once", "[tokens][pk
                                reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
       if (ok) {
         sig.resize(len);
-        ok = verify(s->public_key(), EVP_sha256(), data, sig);
+        ok = test::verify_data(s->public_key(), EVP_sha256(), data, sig);
       }
       (ok ? good : bad)++;
     }
@@ -207,5 +153,5 @@ TEST_CASE("tokens: softhsm2 signers sign from two threads at once", "[tokens][pk
   t4.join();
   CHECK(bad.load() == 0);
   CHECK(good.load() == 100);
-  check_signer(*later, KeySpec::parse("ecdsa-p384"));
+  test::check_signer(*later, KeySpec::parse("ecdsa-p384"));
 }

@@ -9,6 +9,8 @@
 #include "support/swtpm.h"
 #include "tokens/backend.h"
 
+#include "support/signer_checks.h"
+
 #include <catch2/catch.hpp>
 
 #include <openssl/pem.h>
@@ -27,69 +29,6 @@ namespace {
 
 const std::vector<std::string> kTpmAlgorithms = {"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072"};
 
-std::string sign(EVP_PKEY* key, const std::string& data) {
-  EVP_MD_CTX_ptr ctx(EVP_MD_CTX_new());
-  REQUIRE(ctx);
-  REQUIRE(EVP_DigestSignInit(ctx.get(), nullptr, digest_for(key), nullptr, key) == 1);
-  size_t len = 0;
-  const auto* in = reinterpret_cast<const unsigned char*>(data.data());
-  REQUIRE(EVP_DigestSign(ctx.get(), nullptr, &len, in, data.size()) == 1);
-  std::string sig(len, '\0');
-  REQUIRE(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len, in, data.size()) == 1);
-  sig.resize(len);
-  return sig;
-}
-
-bool verify(EVP_PKEY* pub, const EVP_MD* md, const std::string& data, const std::string& sig) {
-  EVP_MD_CTX_ptr ctx(EVP_MD_CTX_new());
-  if (EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, pub) != 1) return false;
-  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                          reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
-}
-
-X509_ptr self_signed(const Signer& signer) {
-  X509_ptr cert(X509_new());
-  REQUIRE(cert);
-  REQUIRE(X509_set_version(cert.get(), X509_VERSION_3) == 1);
-  REQUIRE(ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 4242) == 1);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  REQUIRE(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("hwca tpm test"),
-                                     -1, -1, 0) == 1);
-  REQUIRE(X509_set_issuer_name(cert.get(), name) == 1);
-  REQUIRE(X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0));
-  REQUIRE(X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600));
-  REQUIRE(X509_set_pubkey(cert.get(), signer.public_key()) == 1);
-  REQUIRE(X509_sign(cert.get(), signer.pkey(), digest_for(signer.pkey())) > 0);
-  return cert;
-}
-
-void check_signer(const Signer& signer, const KeySpec& spec) {
-  REQUIRE(signer.pkey() != nullptr);
-  REQUIRE(signer.public_key() != nullptr);
-  CHECK(KeySpec::of(signer.public_key()) == spec);
-  CHECK(KeySpec::of(signer.pkey()) == spec);
-  CHECK(digest_for(signer.pkey()) == digest_for(signer.public_key()));
-  // The TPM key's EVP_PKEY encodes to the same public key as its software half.
-  CHECK(public_key_der(signer.pkey()) == public_key_der(signer.public_key()));
-
-  const std::string data = "hwca tpm2 conformance: " + spec.name();
-  std::string sig = sign(signer.pkey(), data);
-  CHECK(verify(signer.public_key(), digest_for(signer.public_key()), data, sig));
-  CHECK_FALSE(verify(signer.public_key(), digest_for(signer.public_key()), data + "!", sig));
-  drain_openssl_errors();
-
-  X509_ptr cert = self_signed(signer);
-  // Signing leaves nothing behind on OpenSSL's error queue (a later error message would show it).
-  CHECK(drain_openssl_errors() == "");
-  CHECK(X509_verify(cert.get(), signer.public_key()) == 1);
-  // The signature algorithm in the certificate is the one that follows the key.
-  int sig_nid = X509_get_signature_nid(cert.get());
-  int md_nid = NID_undef, pk_nid = NID_undef;
-  REQUIRE(OBJ_find_sigid_algs(sig_nid, &md_nid, &pk_nid) == 1);
-  CHECK(md_nid == EVP_MD_get_type(digest_for(signer.public_key())));
-  CHECK(pk_nid == (spec.type == KeySpec::Type::Rsa ? NID_rsaEncryption : NID_X9_62_id_ecPublicKey));
-  drain_openssl_errors();
-}
 
 void check_tpm_attributes(const KeyDescription& d) {
   CHECK(d.backend == "tpm2");
@@ -145,7 +84,7 @@ TEST_CASE("tokens: tpm2 persistent-handle keys on swtpm (conformance)", "[tokens
   auto signer = backend.generate(uri, GenerateOptions{spec});
   REQUIRE(signer);
   CHECK(signer->uri() == uri);
-  check_signer(*signer, spec);
+  test::check_signer(*signer, spec);
   CHECK(backend.exists(uri));
 
   KeyDescription d = backend.describe(uri);
@@ -156,10 +95,10 @@ TEST_CASE("tokens: tpm2 persistent-handle keys on swtpm (conformance)", "[tokens
   CHECK(same_public_key(d.public_key.get(), signer->public_key()));
 
   auto reopened = backend.open(uri);
-  check_signer(*reopened, spec);
+  test::check_signer(*reopened, spec);
   CHECK(same_public_key(reopened->public_key(), signer->public_key()));
   const std::string data = "cross-check";
-  CHECK(verify(reopened->public_key(), digest_for(reopened->public_key()), data, sign(signer->pkey(), data)));
+  CHECK(test::verify_data(reopened->public_key(), digest_for(reopened->public_key()), data, test::sign_data(signer->pkey(), data)));
 
   // The handle is occupied now: never overwritten, and the message says how to free it.
   Error e = expect_error([&] { backend.generate(uri, GenerateOptions{spec}); });
@@ -183,7 +122,7 @@ TEST_CASE("tokens: tpm2 TSS2 PRIVATE KEY blobs on swtpm (conformance)", "[tokens
 
   auto signer = backend.generate(uri, GenerateOptions{spec});
   REQUIRE(signer);
-  check_signer(*signer, spec);
+  test::check_signer(*signer, spec);
   struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
@@ -200,7 +139,7 @@ TEST_CASE("tokens: tpm2 TSS2 PRIVATE KEY blobs on swtpm (conformance)", "[tokens
   CHECK(same_public_key(d.public_key.get(), signer->public_key()));
 
   auto reopened = backend.open(uri);
-  check_signer(*reopened, spec);
+  test::check_signer(*reopened, spec);
   CHECK(same_public_key(reopened->public_key(), signer->public_key()));
 
   // Never overwritten.
@@ -219,9 +158,9 @@ TEST_CASE("tokens: tpm2 keys with an auth value; a wrong one is refused once, cl
   KeyBackend& backend = registry->backend_for(tpm.file_uri(path, auth));
 
   auto signer = backend.generate(tpm.file_uri(path, auth), GenerateOptions{KeySpec::parse("ecdsa-p256")});
-  check_signer(*signer, KeySpec::parse("ecdsa-p256"));
+  test::check_signer(*signer, KeySpec::parse("ecdsa-p256"));
   CHECK(backend.describe(tpm.file_uri(path, auth)).attribute("empty-auth") == "false");
-  check_signer(*backend.open(tpm.file_uri(path, auth)), KeySpec::parse("ecdsa-p256"));
+  test::check_signer(*backend.open(tpm.file_uri(path, auth)), KeySpec::parse("ecdsa-p256"));
 
   // No pin-source for a key that has an auth value: refused before the TPM is asked (no lockout count).
   Error missing = expect_error([&] { backend.open(tpm.file_uri(path)); });
@@ -244,7 +183,7 @@ TEST_CASE("tokens: tpm2 keys with an auth value; a wrong one is refused once, cl
   Error e2 = expect_error([&] { backend.open(tpm.handle_uri(0x81000110, wrong)); });
   CHECK(e2.kind() == ErrorKind::Token);
   CHECK(contains(e2.what(), "wrong auth value for TPM handle 0x81000110"));
-  check_signer(*backend.open(handle_uri), KeySpec::parse("rsa-2048"));
+  test::check_signer(*backend.open(handle_uri), KeySpec::parse("rsa-2048"));
 }
 
 TEST_CASE("tokens: tpm2 reports what the TPM does not support, and bad URIs", "[tokens][tpm2]") {
@@ -300,7 +239,7 @@ TEST_CASE("tokens: tpm2 refuses a blob made by another TPM", "[tokens][tpm2]") {
   Error d = expect_error([&] { backend.describe(second.file_uri(path)); });
   CHECK(d.kind() == ErrorKind::BadInput);
   // Still fine on its own TPM.
-  check_signer(*backend.open(first.file_uri(path)), KeySpec::parse("ecdsa-p256"));
+  test::check_signer(*backend.open(first.file_uri(path)), KeySpec::parse("ecdsa-p256"));
 }
 
 TEST_CASE("tokens: tpm2 signer survives a swtpm restart and fails clearly while it is down", "[tokens][tpm2]") {
@@ -311,7 +250,7 @@ TEST_CASE("tokens: tpm2 signer survives a swtpm restart and fails clearly while 
   KeyBackend& backend = registry->backend_for(file_uri);
   auto blob_signer = backend.generate(file_uri, GenerateOptions{KeySpec::parse("ecdsa-p256")});
   auto handle_signer = backend.generate(handle_uri, GenerateOptions{KeySpec::parse("ecdsa-p384")});
-  check_signer(*blob_signer, KeySpec::parse("ecdsa-p256"));
+  test::check_signer(*blob_signer, KeySpec::parse("ecdsa-p256"));
 
   tpm.kill_now();
   // While swtpm is down: signing fails (one reconnect is tried), with the TSS2 call in OpenSSL's queue.
@@ -331,8 +270,8 @@ TEST_CASE("tokens: tpm2 signer survives a swtpm restart and fails clearly while 
 
   // Back up (same state, same ports): the open signers reconnect and go on; the persistent key is still there.
   tpm.restart();
-  check_signer(*blob_signer, KeySpec::parse("ecdsa-p256"));
-  check_signer(*handle_signer, KeySpec::parse("ecdsa-p384"));
+  test::check_signer(*blob_signer, KeySpec::parse("ecdsa-p256"));
+  test::check_signer(*handle_signer, KeySpec::parse("ecdsa-p384"));
   CHECK(backend.exists(handle_uri));
 }
 
@@ -358,7 +297,7 @@ TEST_CASE("tokens: tpm2 signs many times in a row and from several threads witho
                                reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
       if (ok) {
         sig.resize(len);
-        ok = verify(s->public_key(), md, data, sig);
+        ok = test::verify_data(s->public_key(), md, data, sig);
       }
       (ok ? good : bad)++;
     }
@@ -409,7 +348,7 @@ TEST_CASE("tokens: tpm2 blobs interoperate with tpm2-openssl", "[tokens][tpm2]")
     REQUIRE(test::run_program({"openssl", "pkeyutl", "-provider", "tpm2", "-provider", "default", "-sign", "-rawin",
                                "-digest", "sha256", "-inkey", ours, "-in", msg, "-out", sig},
                               &out) == 0);
-    CHECK(verify(signer->public_key(), EVP_sha256(), "signed by tpm2-openssl", read_file(sig)));
+    CHECK(test::verify_data(signer->public_key(), EVP_sha256(), "signed by tpm2-openssl", read_file(sig)));
 
     // tpm2-openssl -> hwca: a key made by `openssl genpkey -provider tpm2` opens and signs.
     const std::string made = tpm.file(algorithm + "-tpm2-openssl.tss2.pem");
@@ -423,7 +362,7 @@ TEST_CASE("tokens: tpm2 blobs interoperate with tpm2-openssl", "[tokens][tpm2]")
     INFO(out);
     CHECK(contains(read_file(made), "-----BEGIN TSS2 PRIVATE KEY-----"));
     auto opened = backend.open(tpm.file_uri(made));
-    check_signer(*opened, KeySpec::parse(algorithm));
+    test::check_signer(*opened, KeySpec::parse(algorithm));
     KeyDescription d = backend.describe(tpm.file_uri(made));
     CHECK(d.attribute("sign") == "true");
     CHECK(d.attribute("fixedTPM") == "true");
@@ -445,7 +384,7 @@ TEST_CASE("tokens: tpm2 TCTI comes from the URI, else HWCA_TCTI, TPM2TSS_TCTI, T
     INFO(var);
     ::setenv(var, tpm.tcti().c_str(), 1);  // the most specific variable set so far points at our swtpm
     CHECK(backend.describe(bare).attribute("tcti") == tpm.tcti());
-    check_signer(*backend.open(bare), KeySpec::parse("ecdsa-p256"));
+    test::check_signer(*backend.open(bare), KeySpec::parse("ecdsa-p256"));
   }
   // HWCA_TCTI wins over the other two; the URI wins over all of them.
   ::setenv("TPM2TSS_TCTI", nowhere.c_str(), 1);
