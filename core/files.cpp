@@ -112,12 +112,17 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
   if (dir.get() >= 0) ::fsync(dir.get());
 }
 
+namespace {
+constexpr size_t kFolderFsyncs = 16;  // more touched folders than this: one syncfs instead
+}  // namespace
+
 AtomicBatch::~AtomicBatch() { discard(); }
 
 void AtomicBatch::discard() noexcept {
   for (const auto& e : m_entries) ::unlink(e.tmp.c_str());
   m_entries.clear();
   m_folders.clear();
+  m_folder_dev.clear();
   m_folder_index.clear();
 }
 
@@ -128,8 +133,11 @@ void AtomicBatch::add(const std::string& path, std::string_view data, mode_t mod
     size_t index = 0;
     if (known == m_folder_index.end()) {
       check_output_path(path);
+      struct stat fst {};
+      if (::stat(folder.c_str(), &fst) != 0) throw Error(ErrorKind::Io, "output folder " + folder + ": " + sys_error());
       index = m_folders.size();
       m_folders.push_back(folder);
+      m_folder_dev.push_back(fst.st_dev);
       m_folder_index.emplace(folder, index);
     } else {
       index = known->second;
@@ -166,6 +174,23 @@ void AtomicBatch::add(const std::string& path, std::string_view data, mode_t mod
   }
 }
 
+bool AtomicBatch::sync_file_systems(const std::vector<bool>& which, std::string& failed_folder) const {
+  std::vector<dev_t> synced;
+  for (size_t i = 0; i < m_folders.size(); ++i) {
+    if (!which[i]) continue;
+    bool done = false;
+    for (dev_t d : synced) done = done || d == m_folder_dev[i];
+    if (done) continue;
+    Fd dir(::open(m_folders[i].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0 || ::syncfs(dir.get()) != 0) {
+      failed_folder = m_folders[i];
+      return false;
+    }
+    synced.push_back(m_folder_dev[i]);
+  }
+  return true;
+}
+
 size_t AtomicBatch::commit() {
   if (m_entries.empty()) {
     discard();
@@ -173,24 +198,11 @@ size_t AtomicBatch::commit() {
   }
   // 1. Every temporary durable: one syncfs per file system the batch touches.
   {
-    std::vector<dev_t> synced;
-    for (const auto& folder : m_folders) {
-      Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      struct stat st {};
-      if (dir.get() < 0 || ::fstat(dir.get(), &st) != 0) {
-        std::string msg = "syncing " + folder + ": " + sys_error();
-        discard();
-        throw Error(ErrorKind::Io, msg);
-      }
-      bool done = false;
-      for (dev_t d : synced) done = done || d == st.st_dev;
-      if (done) continue;
-      if (::syncfs(dir.get()) != 0) {
-        std::string msg = "syncing " + folder + ": " + sys_error();
-        discard();
-        throw Error(ErrorKind::Io, msg);
-      }
-      synced.push_back(st.st_dev);
+    std::string folder;
+    if (!sync_file_systems(std::vector<bool>(m_folders.size(), true), folder)) {
+      std::string msg = "syncing " + folder + ": " + sys_error();
+      discard();
+      throw Error(ErrorKind::Io, msg);
     }
   }
   // 2. The renames, in the order added.
@@ -205,13 +217,22 @@ size_t AtomicBatch::commit() {
     }
     touched[e.folder] = true;
   }
-  // 3. The renames durable: each touched folder once (also after a failed rename, for those done).
+  // 3. The renames durable: each touched folder fsynced once; when many folders were touched, one
+  // syncfs per file system instead (it writes every dirty folder and inode of that file system, the new
+  // folders' entries included), which costs far less than hundreds of folder fsyncs.
   std::string folder_failure;
-  for (size_t i = 0; i < m_folders.size(); ++i) {
-    if (!touched[i]) continue;
-    Fd dir(::open(m_folders[i].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir.get() < 0 || ::fsync(dir.get()) != 0)
-      if (folder_failure.empty()) folder_failure = "syncing the folder " + m_folders[i] + ": " + sys_error();
+  size_t touched_count = 0;
+  for (bool t : touched) touched_count += t ? 1 : 0;
+  if (touched_count > kFolderFsyncs) {
+    std::string folder;
+    if (!sync_file_systems(touched, folder)) folder_failure = "syncing " + folder + ": " + sys_error();
+  } else {
+    for (size_t i = 0; i < m_folders.size(); ++i) {
+      if (!touched[i]) continue;
+      Fd dir(::open(m_folders[i].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if ((dir.get() < 0 || ::fsync(dir.get()) != 0) && folder_failure.empty())
+        folder_failure = "syncing the folder " + m_folders[i] + ": " + sys_error();
+    }
   }
   m_entries.erase(m_entries.begin(), m_entries.begin() + static_cast<std::ptrdiff_t>(renamed));
   discard();  // the temporaries left after a failed rename

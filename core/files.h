@@ -17,7 +17,7 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
 // Many files made atomic and durable with batched durability: add() writes each file's temporary
 // (".NAME.tmp.XXXXXX" in its folder, with its exact mode, not synced); commit() makes every temporary
 // durable with one syncfs(2) per file system, then renames each onto its final name (in the order
-// added), then fsyncs each touched folder once. No final name ever shows a partial file: each is
+// added), then fsyncs each touched folder once (or, past 16 folders, syncs each file system once more). No final name ever shows a partial file: each is
 // either what it was or the complete new content. On any failure (add or commit) every temporary not
 // yet renamed is removed and Error(NotFound/Io) is thrown; the destructor removes the temporaries of a
 // batch that was never committed.
@@ -39,8 +39,11 @@ class AtomicBatch {
     size_t folder;  // index into m_folders
   };
   void discard() noexcept;
+  // One syncfs per file system among the folders `which` selects; false with errno set on failure.
+  bool sync_file_systems(const std::vector<bool>& which, std::string& failed_folder) const;
   std::vector<Entry> m_entries;
   std::vector<std::string> m_folders;  // each distinct folder once, checked to exist
+  std::vector<dev_t> m_folder_dev;     // the file system of each folder
   std::unordered_map<std::string, size_t> m_folder_index;
 };
 

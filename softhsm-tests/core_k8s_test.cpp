@@ -399,3 +399,50 @@ TEST_CASE("k8s layout: init writes kubeadm's layout, is idempotent, and re-issue
   CHECK(ca_of["w1/kubelet.conf"] == "ca");
   CHECK(ca_of.count("vm1/etcd-server") == 0);  // the same certificate as the top level's
 }
+
+TEST_CASE("k8s layout: a cluster larger than one part (1,030 workers) is complete, recorded and idempotent") {
+  hwca::test::TempDir tmp;
+  auto ledger = Ledger::open(tmp / "ledger.db");
+  SoftKeys keys;
+  std::string yaml = seed_yaml();
+  std::string workers;
+  for (int i = 2; i <= 1030; ++i) workers += "  - {name: w" + std::to_string(i) + ", ip: 10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "}\n";
+  yaml.insert(yaml.find("apiServerCertSANs"), workers);
+  ClusterSpec s = ClusterSpec::parse(yaml, "big.yaml");
+  InitOptions opt;
+  opt.out = tmp / "out";
+  opt.requester = "cli:k8s init";
+  InitResult r1 = init_cluster(s, keys, *ledger, opt);
+  CHECK(r1.issued == static_cast<int>(make_plan(s).certs.size()));
+  CHECK(ledger->list().size() == static_cast<size_t>(r1.issued));
+  size_t temporaries = 0, files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(opt.out)) {
+    if (!e.is_regular_file()) continue;
+    ++files;
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) ++temporaries;
+  }
+  CHECK(temporaries == 0);
+  CHECK(files == static_cast<size_t>(r1.files_written));
+  // The last part's nodes carry the cluster-wide copies (seed extras) and their own certificates.
+  CHECK(hwca::read_file(opt.out + "/nodes/w1030/pki/flanneld.crt") == hwca::read_file(opt.out + "/pki/flanneld.crt"));
+  KubeconfigCredentials cred = parse_kubeconfig(hwca::read_file(opt.out + "/nodes/w1030/kubelet.conf"), "kubelet.conf");
+  auto cert = hwca::x509_from_pem(cred.cert_pem, "kubelet");
+  CHECK(name_to_string(X509_get_subject_name(cert.get())) == "CN=system:node:w1030,O=system:nodes");
+  CHECK((std::filesystem::status(opt.out + "/nodes/w1030/kubelet.conf").permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+
+  InitResult r2 = init_cluster(s, keys, *ledger, opt);
+  CHECK(r2.issued == 0);
+  CHECK(r2.files_written == 0);
+
+  // Renew one worker-only node's certificate by NODE/NAME; an unknown one is refused before anything.
+  opt.renew = true;
+  opt.reuse_keys = false;
+  opt.renew_names = {"w1030/nope"};
+  CHECK(error_of([&] { init_cluster(s, keys, *ledger, opt); }).kind() == ErrorKind::Usage);
+  opt.renew_names = {"w1030/kubelet"};
+  std::string before = hwca::read_file(opt.out + "/nodes/w1030/pki/kubelet.crt");
+  InitResult r3 = init_cluster(s, keys, *ledger, opt);
+  CHECK(r3.issued == 1);
+  CHECK(hwca::read_file(opt.out + "/nodes/w1030/pki/kubelet.crt") != before);
+}
