@@ -12,11 +12,23 @@
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib.bash" || exit 1
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-cfssl.bash" || exit 1
 
-make_token hwca-example
-HWCA_PIN=$(cat "$T/hwca-example.pin")
-export HWCA_PIN
+# HWCA_K8S_BACKEND=tpm2 (tpm2_k8s_interop.sh): the same checks with the three CA keys in a swtpm.
+CLUSTER="$HWCA_SOURCE_DIR/examples/loopback-cluster.yaml"
+if [ "${HWCA_K8S_BACKEND:-pkcs11}" = tpm2 ]; then
+  source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-tpm2.bash" || exit 1
+  export TSS2_LOG=all+NONE
+  start_swtpm k8s
+  sed -E -e "s#key: \"pkcs11:[^\"]*object=([a-z-]+)\?[^\"]*\"#key: \"tpm2:file=$T/\1.tss2.pem?tcti=$SWTPM_TCTI\"#" \
+    "$CLUSTER" > "$T/cluster-tpm2.yaml"
+  [ "$(grep -c 'key: "tpm2:file=' "$T/cluster-tpm2.yaml")" = 3 ] || fail "could not point the cluster file at the TPM"
+  CLUSTER="$T/cluster-tpm2.yaml"
+else
+  make_token hwca-example
+  HWCA_PIN=$(cat "$T/hwca-example.pin")
+  export HWCA_PIN
+fi
 OUT="$T/out"
-"$HWCA" k8s init --config "$HWCA_SOURCE_DIR/examples/loopback-cluster.yaml" --out "$OUT" > init.out 2> init.err ||
+"$HWCA" k8s init --config "$CLUSTER" --out "$OUT" > init.out 2> init.err ||
   fail "init failed: $(cat init.err)"
 ok
 
