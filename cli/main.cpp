@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", "hwca 0.1.0");
     app.require_subcommand(1);
     app.fallthrough();
-    app.add_option("--ledger", ctx.ledger_path, "ledger database (default $HWCA_HOME/ledger.db, $HWCA_HOME=./.hwca)");
+    app.add_option("--ledger", ctx.ledger_path, "ledger: a SQLite file (default $HWCA_HOME/ledger.db, $HWCA_HOME=./.hwca) or postgresql://USER@HOST:PORT/DB");
     std::string pin_shares;
     app.add_option("--pin-shares", pin_shares,
                    "custodians' share files (a,b,c) that rebuild the token PIN (see `hwca custody split`)");

@@ -1,4 +1,5 @@
 #include "core/ledger.h"
+#include "core/ledger_pg.h"
 
 #include "core/base/error.h"
 #include "core/x509.h"
@@ -261,18 +262,64 @@ auto in_transaction(sqlite3* db, const std::string& path, const std::string& wha
 
 }  // namespace
 
-Ledger::Ledger(sqlite3* db, std::string path) : m_db(db), m_path(std::move(path)) {}
+// The SQLite ledger: one connection (SQLITE_OPEN_FULLMUTEX) shared by the threads, WAL, synchronous=FULL.
+class SqliteLedger final : public Ledger {
+ public:
+  static std::unique_ptr<Ledger> open(const std::string& path);
+  ~SqliteLedger() override;
 
-Ledger::~Ledger() { sqlite3_close_v2(m_db); }
+  void record(const X509* cert, const std::string& profile, const std::string& requester) override;
+  void record_batch(const std::vector<BatchItem>& items) override;
+  void record_event(const std::string& kind, const std::string& detail) override;
+  LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) override;
+  std::optional<LedgerEntry> find(const std::string& serial_hex) const override;
+  std::vector<LedgerEntry> revoked_by(const std::string& issuer) const override;
+  long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer) override;
+  AuditEntry append_audit(const std::string& kind, const std::string& detail_json) override;
+  std::optional<AuditEntry> audit_head() const override;
+  std::vector<AuditEntry> audit_entries() const override;
+  std::vector<AuditCheckpoint> audit_checkpoints() const override;
+  long long add_audit_checkpoint(const AuditCheckpoint& checkpoint) override;
+  std::vector<LedgerEntry> list() const override;
+  std::vector<LedgerEvent> events() const override;
+  bool has_serial(const std::string& serial_hex) const override;
+  int schema_version() const override;
 
-std::unique_ptr<Ledger> Ledger::open(const std::string& path) {
+ private:
+  SqliteLedger(sqlite3* db, std::string path);
+  sqlite3* m_db;
+  mutable std::mutex m_mutex;  // one connection, used from several threads
+
+  // Group commit (record()): records waiting for the next transaction.
+  struct Pending;
+  std::mutex m_queue_mutex;
+  std::condition_variable m_queue_cv;
+  std::vector<Pending*> m_queue;
+  bool m_committing = false;
+  void commit_group(std::vector<Pending*>& group);
+};
+
+bool Ledger::is_postgres_url(const std::string& p) {
+  return p.rfind("postgresql://", 0) == 0 || p.rfind("postgres://", 0) == 0;
+}
+
+std::unique_ptr<Ledger> Ledger::open(const std::string& path_or_url) {
+  if (is_postgres_url(path_or_url)) return PgLedger::open(path_or_url);
+  return SqliteLedger::open(path_or_url);
+}
+
+SqliteLedger::SqliteLedger(sqlite3* db, std::string path) : Ledger(std::move(path)), m_db(db) {}
+
+SqliteLedger::~SqliteLedger() { sqlite3_close_v2(m_db); }
+
+std::unique_ptr<Ledger> SqliteLedger::open(const std::string& path) {
   if (path.empty()) throw Error(ErrorKind::Io, "ledger: empty path");
   auto slash = path.rfind('/');
   if (slash != std::string::npos && slash > 0) make_folders(path.substr(0, slash));
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   // The Ledger owns the handle from here on, even when opening failed.
-  std::unique_ptr<Ledger> ledger(new Ledger(db, path));
+  std::unique_ptr<SqliteLedger> ledger(new SqliteLedger(db, path));
   if (rc != SQLITE_OK) fail(db, path, "cannot open");
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, 5000);
@@ -283,10 +330,8 @@ std::unique_ptr<Ledger> Ledger::open(const std::string& path) {
   return ledger;
 }
 
-namespace {
-
 // What one certificate row holds, computed before any lock is taken.
-LedgerEntry entry_for(const X509* cert) {
+LedgerEntry ledger_entry_for(const X509* cert) {
   LedgerEntry e;
   e.serial = serial_hex(X509_get0_serialNumber(cert));
   e.issuer = name_to_string(X509_get_issuer_name(cert));
@@ -298,6 +343,8 @@ LedgerEntry entry_for(const X509* cert) {
   e.pem = x509_to_pem(cert);
   return e;
 }
+
+namespace {
 
 // Inserts one certificate row and its `certificate-issued` audit entry inside the open transaction.
 void insert_certificate(sqlite3* db, const std::string& path, const LedgerEntry& e, const std::string& profile,
@@ -332,7 +379,7 @@ void insert_certificate(sqlite3* db, const std::string& path, const LedgerEntry&
 
 }  // namespace
 
-struct Ledger::Pending {
+struct SqliteLedger::Pending {
   LedgerEntry entry;
   std::string profile;
   std::string requester;
@@ -341,8 +388,8 @@ struct Ledger::Pending {
   bool done = false;
 };
 
-void Ledger::record(const X509* cert, const std::string& profile, const std::string& requester) {
-  Pending mine{entry_for(cert), profile, requester, sha256_hex(x509_to_der(cert)), nullptr, false};
+void SqliteLedger::record(const X509* cert, const std::string& profile, const std::string& requester) {
+  Pending mine{ledger_entry_for(cert), profile, requester, sha256_hex(x509_to_der(cert)), nullptr, false};
   std::unique_lock<std::mutex> lk(m_queue_mutex);
   m_queue.push_back(&mine);
   while (!mine.done) {
@@ -364,7 +411,7 @@ void Ledger::record(const X509* cert, const std::string& profile, const std::str
   if (mine.error) std::rethrow_exception(mine.error);
 }
 
-void Ledger::commit_group(std::vector<Pending*>& group) {
+void SqliteLedger::commit_group(std::vector<Pending*>& group) {
   std::lock_guard<std::mutex> lock(m_mutex);
   auto fail_all = [&](const std::string& msg) {
     for (Pending* p : group)
@@ -402,14 +449,14 @@ void Ledger::commit_group(std::vector<Pending*>& group) {
   (void)recorded;
 }
 
-void Ledger::record_batch(const std::vector<BatchItem>& items) {
+void SqliteLedger::record_batch(const std::vector<BatchItem>& items) {
   if (items.empty()) return;
   std::vector<LedgerEntry> entries;
   std::vector<std::string> hashes;
   entries.reserve(items.size());
   hashes.reserve(items.size());
   for (const auto& it : items) {
-    entries.push_back(entry_for(it.cert));
+    entries.push_back(ledger_entry_for(it.cert));
     hashes.push_back(sha256_hex(x509_to_der(it.cert)));
   }
   std::lock_guard<std::mutex> lock(m_mutex);
@@ -428,7 +475,7 @@ void Ledger::record_batch(const std::vector<BatchItem>& items) {
   }
 }
 
-void Ledger::record_event(const std::string& kind, const std::string& detail) {
+void SqliteLedger::record_event(const std::string& kind, const std::string& detail) {
   std::lock_guard<std::mutex> lock(m_mutex);
   in_transaction(m_db, m_path, "could not record the event '" + kind + "'", [&] {
     Stmt s = prepare(m_db, m_path, "INSERT INTO events(at, kind, detail) VALUES (?1, ?2, ?3)");
@@ -442,7 +489,7 @@ void Ledger::record_event(const std::string& kind, const std::string& detail) {
   });
 }
 
-LedgerEntry Ledger::revoke(const std::string& serial, const std::string& reason, std::time_t revoked_at) {
+LedgerEntry SqliteLedger::revoke(const std::string& serial, const std::string& reason, std::time_t revoked_at) {
   std::lock_guard<std::mutex> lock(m_mutex);
   return in_transaction(m_db, m_path, "could not revoke " + serial, [&] {
     Stmt q = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = ?1").c_str());
@@ -473,7 +520,7 @@ LedgerEntry Ledger::revoke(const std::string& serial, const std::string& reason,
   });
 }
 
-std::optional<LedgerEntry> Ledger::find(const std::string& serial) const {
+std::optional<LedgerEntry> SqliteLedger::find(const std::string& serial) const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt q = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = ?1").c_str());
   bind_text(m_db, m_path, q.get(), 1, serial);
@@ -483,7 +530,7 @@ std::optional<LedgerEntry> Ledger::find(const std::string& serial) const {
   fail(m_db, m_path, "looking up a serial");
 }
 
-std::vector<LedgerEntry> Ledger::revoked_by(const std::string& issuer) const {
+std::vector<LedgerEntry> SqliteLedger::revoked_by(const std::string& issuer) const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt q = prepare(m_db, m_path,
                    (std::string("SELECT ") + kCertColumns +
@@ -497,7 +544,7 @@ std::vector<LedgerEntry> Ledger::revoked_by(const std::string& issuer) const {
   return out;
 }
 
-long long Ledger::next_crl_number(const std::string& issuer_key_id, const std::string& issuer) {
+long long SqliteLedger::next_crl_number(const std::string& issuer_key_id, const std::string& issuer) {
   std::lock_guard<std::mutex> lock(m_mutex);
   return in_transaction(m_db, m_path, "could not draw a CRL number", [&] {
     Stmt u = prepare(m_db, m_path,
@@ -518,18 +565,18 @@ long long Ledger::next_crl_number(const std::string& issuer_key_id, const std::s
   });
 }
 
-AuditEntry Ledger::append_audit(const std::string& kind, const std::string& detail_json) {
+AuditEntry SqliteLedger::append_audit(const std::string& kind, const std::string& detail_json) {
   std::lock_guard<std::mutex> lock(m_mutex);
   return in_transaction(m_db, m_path, "could not append the audit event '" + kind + "'",
                         [&] { return append_audit_in_transaction(m_db, m_path, kind, detail_json); });
 }
 
-std::optional<AuditEntry> Ledger::audit_head() const {
+std::optional<AuditEntry> SqliteLedger::audit_head() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   return read_audit_head(m_db, m_path);
 }
 
-std::vector<AuditEntry> Ledger::audit_entries() const {
+std::vector<AuditEntry> SqliteLedger::audit_entries() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt s = prepare(m_db, m_path, (std::string("SELECT ") + kAuditColumns + " FROM audit_events ORDER BY id").c_str());
   std::vector<AuditEntry> out;
@@ -539,7 +586,7 @@ std::vector<AuditEntry> Ledger::audit_entries() const {
   return out;
 }
 
-std::vector<AuditCheckpoint> Ledger::audit_checkpoints() const {
+std::vector<AuditCheckpoint> SqliteLedger::audit_checkpoints() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt s = prepare(m_db, m_path,
                    "SELECT id, entry_id, head_hash, count, at, signature, key_uri, public_key FROM audit_checkpoints ORDER BY id");
@@ -561,7 +608,7 @@ std::vector<AuditCheckpoint> Ledger::audit_checkpoints() const {
   return out;
 }
 
-long long Ledger::add_audit_checkpoint(const AuditCheckpoint& c) {
+long long SqliteLedger::add_audit_checkpoint(const AuditCheckpoint& c) {
   std::lock_guard<std::mutex> lock(m_mutex);
   return in_transaction(m_db, m_path, "could not store the audit checkpoint", [&] {
     Stmt s = prepare(m_db, m_path,
@@ -579,7 +626,7 @@ long long Ledger::add_audit_checkpoint(const AuditCheckpoint& c) {
   });
 }
 
-std::vector<LedgerEntry> Ledger::list() const {
+std::vector<LedgerEntry> SqliteLedger::list() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt s = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates ORDER BY issued_at, rowid").c_str());
   std::vector<LedgerEntry> out;
@@ -589,7 +636,7 @@ std::vector<LedgerEntry> Ledger::list() const {
   return out;
 }
 
-std::vector<LedgerEvent> Ledger::events() const {
+std::vector<LedgerEvent> SqliteLedger::events() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt s = prepare(m_db, m_path, "SELECT id, at, kind, detail FROM events ORDER BY id");
   std::vector<LedgerEvent> out;
@@ -606,7 +653,7 @@ std::vector<LedgerEvent> Ledger::events() const {
   return out;
 }
 
-bool Ledger::has_serial(const std::string& serial_hex_value) const {
+bool SqliteLedger::has_serial(const std::string& serial_hex_value) const {
   std::lock_guard<std::mutex> lock(m_mutex);
   Stmt s = prepare(m_db, m_path, "SELECT 1 FROM certificates WHERE serial = ?1");
   bind_text(m_db, m_path, s.get(), 1, serial_hex_value);
@@ -616,7 +663,7 @@ bool Ledger::has_serial(const std::string& serial_hex_value) const {
   fail(m_db, m_path, "looking up a serial");
 }
 
-int Ledger::schema_version() const {
+int SqliteLedger::schema_version() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   return read_version(m_db, m_path);
 }

@@ -5,8 +5,10 @@
 #include "core/audit.h"
 #include "core/base/ossl.h"
 
+#include <condition_variable>
 #include <ctime>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
