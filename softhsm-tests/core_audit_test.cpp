@@ -81,7 +81,7 @@ TEST_CASE("audit: entry hashes chain, and the encoding keeps fields apart", "[co
   CHECK(c1.hash != c2.hash);
 }
 
-TEST_CASE("audit: an intact chain of 1,000 events verifies; entries after the last checkpoint are unsigned",
+TEST_CASE("audit: an intact chain of 1,000 events verifies - entries after the last checkpoint are unsigned",
           "[core][audit]") {
   AuditReport r = verify_file(chain().copy("intact.db"), chain().audit_key.get());
   INFO(r.summary());

@@ -105,7 +105,7 @@ TEST_CASE("plan: validity is now rounded to the minute, less the backdate, plus 
   CHECK(error_of([&] { issuer.plan(f.request(zero, f.ec_leaf.get())); }).kind() == ErrorKind::BadInput);
 }
 
-TEST_CASE("plan: the validity is capped at the CA's notAfter; an expired CA refuses", "[core][engine]") {
+TEST_CASE("plan: the validity is capped at the CA's notAfter - an expired CA refuses", "[core][engine]") {
   std::time_t ca_end = now() + 30 * 86400;
   Fixture f(ca_end);
   Issuer issuer(f.ca_cert.get(), f.ca_key.get(), *f.ledger);

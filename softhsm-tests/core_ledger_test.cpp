@@ -85,7 +85,7 @@ mode_t mode_of(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("Ledger::open creates the folder and schema v1; reopening is idempotent", "[core][ledger]") {
+TEST_CASE("Ledger::open creates the folder and schema v1 - reopening is idempotent", "[core][ledger]") {
   TempDir dir;
   std::string path = dir / "state/nested/ledger.db";
   {

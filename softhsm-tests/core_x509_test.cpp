@@ -375,7 +375,7 @@ TEST_CASE("make_csr, verify_csr_signature and a tampered CSR", "[core][x509]") {
   CHECK(e.kind() == ErrorKind::BadInput);
 }
 
-TEST_CASE("make_csr without SANs has no attributes; a CA request says CA:TRUE", "[core][x509]") {
+TEST_CASE("make_csr without SANs has no attributes - a CA request says CA:TRUE", "[core][x509]") {
   auto key = hwca::generate_software_key(KeySpec::parse("ecdsa-p256"));
   auto subject = hwca::test::cn_name("CA");
   auto csr = make_csr(subject.get(), {}, key.get());

@@ -149,7 +149,7 @@ TEST_CASE("tokens: tpm2 TSS2 PRIVATE KEY blobs on swtpm (conformance)", "[tokens
   CHECK(read_file(path) == before);
 }
 
-TEST_CASE("tokens: tpm2 keys with an auth value; a wrong one is refused once, clearly", "[tokens][tpm2]") {
+TEST_CASE("tokens: tpm2 keys with an auth value - a wrong one is refused once, clearly", "[tokens][tpm2]") {
   test::Swtpm tpm;
   const std::string auth = tpm.write_secret("auth", "right-auth\n");
   const std::string wrong = tpm.write_secret("wrong", "wrong-auth\n");
