@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Scale-out on PostgreSQL: a private PostgreSQL 15 cluster (Debian's `postgresql` package) in a temporary
 # folder on a loopback port, started and stopped by this test; two `hwca serve` processes (same SoftHSM2
-# token and CA key, different ports) share it with `--ledger postgresql://...`; 2 clients x 2,000
-# authsign requests against EACH server at once. Then: exactly 8,000 certificate rows, 8,000 distinct
+# token and CA key, different ports) share it with `--ledger postgresql://...`; 2 clients x 2,500
+# authsign requests against EACH server at once. Then: exactly 10,000 certificate rows, 10,000 distinct
 # serials, every certificate a client received is in the ledger and verifies, and `hwca audit verify`
 # finds one intact chain. Also: an unreachable server is one error line and the password never shows;
 # PostgreSQL stopped under a running server fails the request (nothing handed out) and a restart heals.
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib.bash" || exit 1
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-cfssl.bash" || exit 1
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-serve.bash" || exit 1
-PER_CLIENT=${SERVE_PG_PER_CLIENT:-2000}
+PER_CLIENT=${SERVE_PG_PER_CLIENT:-2500}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 [ -x "$PGBIN/initdb" ] || fail "PostgreSQL 15 is not installed ($PGBIN/initdb; scripts/install.sh installs postgresql)"
 
