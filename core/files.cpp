@@ -64,6 +64,37 @@ class Fd {
   int m_fd;
 };
 
+// Writes `data` to a new temporary beside `path` (".NAME.tmp.XXXXXX", created with `mode` before any
+// byte is written), optionally fsyncs it, and returns its name. On failure the temporary is removed
+// and Error(Io) names `path`.
+std::string write_temporary(const std::string& path, std::string_view data, mode_t mode, bool sync) {
+  std::string folder = folder_of(path);
+  std::string tmpl = folder + "/." + base_of(path) + ".tmp.XXXXXX";
+  std::vector<char> name(tmpl.begin(), tmpl.end());
+  name.push_back('\0');
+  Fd fd(::mkostemp(name.data(), O_CLOEXEC));
+  if (fd.get() < 0) throw Error(ErrorKind::Io, "cannot create a temporary file in " + folder + ": " + sys_error());
+  std::string tmp(name.data());
+  auto fail = [&](const std::string& what) {
+    std::string msg = "writing " + path + ": " + what + ": " + sys_error();
+    ::unlink(tmp.c_str());
+    throw Error(ErrorKind::Io, msg);
+  };
+  if (::fchmod(fd.get(), mode) != 0) fail("fchmod");
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (sync && ::fsync(fd.get()) != 0) fail("fsync");
+  if (::close(fd.release()) != 0) fail("close");
+  return tmp;
+}
+
 }  // namespace
 
 void check_output_path(const std::string& path) {
@@ -83,30 +114,12 @@ void check_output_path(const std::string& path) {
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
   check_output_path(path);
   std::string folder = folder_of(path);
-  std::string tmpl = folder + "/." + base_of(path) + ".tmp.XXXXXX";
-  std::vector<char> name(tmpl.begin(), tmpl.end());
-  name.push_back('\0');
-  Fd fd(::mkstemp(name.data()));
-  if (fd.get() < 0) throw Error(ErrorKind::Io, "cannot create a temporary file in " + folder + ": " + sys_error());
-  std::string tmp(name.data());
-  auto fail = [&](const std::string& what) {
-    std::string msg = "writing " + path + ": " + what + ": " + sys_error();
+  std::string tmp = write_temporary(path, data, mode, /*sync=*/true);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string msg = "writing " + path + ": rename: " + sys_error();
     ::unlink(tmp.c_str());
     throw Error(ErrorKind::Io, msg);
-  };
-  if (::fchmod(fd.get(), mode) != 0) fail("fchmod");
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail("write");
-    }
-    done += static_cast<size_t>(n);
   }
-  if (::fsync(fd.get()) != 0) fail("fsync");
-  if (::close(fd.release()) != 0) fail("close");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
   // Make the rename durable.
   Fd dir(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() >= 0) ::fsync(dir.get());
@@ -145,28 +158,7 @@ void AtomicBatch::add(const std::string& path, std::string_view data, mode_t mod
       if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
         throw Error(ErrorKind::BadInput, "output file " + path + " is a folder");
     }
-    std::string tmpl = folder + "/." + base_of(path) + ".tmp.XXXXXX";
-    std::vector<char> name(tmpl.begin(), tmpl.end());
-    name.push_back('\0');
-    Fd fd(::mkostemp(name.data(), O_CLOEXEC));
-    if (fd.get() < 0) throw Error(ErrorKind::Io, "cannot create a temporary file in " + folder + ": " + sys_error());
-    std::string tmp(name.data());
-    auto fail = [&](const std::string& what) {
-      std::string msg = "writing " + path + ": " + what + ": " + sys_error();
-      ::unlink(tmp.c_str());
-      throw Error(ErrorKind::Io, msg);
-    };
-    if (::fchmod(fd.get(), mode) != 0) fail("fchmod");
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        fail("write");
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (::close(fd.release()) != 0) fail("close");
+    std::string tmp = write_temporary(path, data, mode, /*sync=*/false);  // made durable by commit()
     m_entries.push_back({std::move(tmp), path, index});
   } catch (...) {
     discard();
