@@ -367,11 +367,9 @@ void insert_certificate(sqlite3* db, const std::string& path, const LedgerEntry&
     throw io_error(msg);
   }
   s.reset();
-  nlohmann::json detail = {{"serial", e.serial},     {"subject", e.subject},     {"issuer", e.issuer},
-                           {"sans", e.sans},         {"not_after", e.not_after}, {"profile", profile},
-                           {"requester", requester}, {"sha256", der_sha256}};
+  const std::string detail = audit_detail_issued(e, profile, requester, der_sha256);
   try {
-    append_audit_in_transaction(db, path, "certificate-issued", detail.dump());
+    append_audit_in_transaction(db, path, "certificate-issued", detail);
   } catch (const Error& err) {
     throw io_error(err.what());
   }
@@ -484,7 +482,7 @@ void SqliteLedger::record_event(const std::string& kind, const std::string& deta
     bind_text(m_db, m_path, s.get(), 3, detail);
     if (sqlite3_step(s.get()) != SQLITE_DONE) fail(m_db, m_path, "could not record the event '" + kind + "'");
     s.reset();
-    append_audit_in_transaction(m_db, m_path, kind, nlohmann::json{{"detail", detail}}.dump());
+    append_audit_in_transaction(m_db, m_path, kind, audit_detail_event(detail));
     return 0;
   });
 }
@@ -513,9 +511,7 @@ LedgerEntry SqliteLedger::revoke(const std::string& serial, const std::string& r
     if (sqlite3_step(u.get()) != SQLITE_DONE) fail(m_db, m_path, "could not revoke " + serial);
     u.reset();
     append_audit_in_transaction(m_db, m_path, "certificate-revoked",
-                                nlohmann::json{{"serial", serial}, {"subject", e.subject}, {"issuer", e.issuer},
-                                               {"reason", reason}, {"revoked_at", e.revoked_at}}
-                                    .dump());
+                                audit_detail_revoked(serial, e, reason));
     return e;
   });
 }
@@ -560,7 +556,7 @@ long long SqliteLedger::next_crl_number(const std::string& issuer_key_id, const 
     long long number = sqlite3_column_int64(q.get(), 0);
     q.reset();
     append_audit_in_transaction(m_db, m_path, "crl-number",
-                                nlohmann::json{{"issuer", issuer}, {"issuer_key", issuer_key_id}, {"number", number}}.dump());
+                                audit_detail_crl_number(issuer, issuer_key_id, number));
     return number;
   });
 }
@@ -675,5 +671,25 @@ std::string hwca_home() {
 }
 
 std::string default_ledger_path() { return hwca_home() + "/ledger.db"; }
+
+std::string audit_detail_issued(const LedgerEntry& e, const std::string& profile, const std::string& requester,
+                                const std::string& der_sha256) {
+  return nlohmann::json{{"serial", e.serial},     {"subject", e.subject},     {"issuer", e.issuer},
+                        {"sans", e.sans},         {"not_after", e.not_after}, {"profile", profile},
+                        {"requester", requester}, {"sha256", der_sha256}}
+      .dump();
+}
+
+std::string audit_detail_event(const std::string& detail) { return nlohmann::json{{"detail", detail}}.dump(); }
+
+std::string audit_detail_revoked(const std::string& serial, const LedgerEntry& e, const std::string& reason) {
+  return nlohmann::json{{"serial", serial}, {"subject", e.subject}, {"issuer", e.issuer},
+                        {"reason", reason}, {"revoked_at", e.revoked_at}}
+      .dump();
+}
+
+std::string audit_detail_crl_number(const std::string& issuer, const std::string& issuer_key_id, long long number) {
+  return nlohmann::json{{"issuer", issuer}, {"issuer_key", issuer_key_id}, {"number", number}}.dump();
+}
 
 }  // namespace hwca::core

@@ -116,6 +116,14 @@ class Ledger {
 // requester and status are left for the caller.
 LedgerEntry ledger_entry_for(const X509* cert);
 
+// The details (JSON text) of the audit events every ledger backend appends, built in one place so that
+// the SQLite and PostgreSQL chains encode them identically.
+std::string audit_detail_issued(const LedgerEntry& e, const std::string& profile, const std::string& requester,
+                                const std::string& der_sha256);
+std::string audit_detail_event(const std::string& detail);
+std::string audit_detail_revoked(const std::string& serial, const LedgerEntry& e, const std::string& reason);
+std::string audit_detail_crl_number(const std::string& issuer, const std::string& issuer_key_id, long long number);
+
 // $HWCA_HOME, or ./.hwca when unset.
 std::string hwca_home();
 // $HWCA_HOME/ledger.db unless `explicit_path` is given.

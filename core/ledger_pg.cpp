@@ -192,10 +192,8 @@ void insert_certificate(PGconn* c, const std::string& name, const LedgerEntry& e
       throw Error(ErrorKind::Conflict, "serial " + e.serial + " already in the ledger");
     throw;
   }
-  nlohmann::json detail = {{"serial", e.serial},     {"subject", e.subject},     {"issuer", e.issuer},
-                           {"sans", e.sans},         {"not_after", e.not_after}, {"profile", profile},
-                           {"requester", requester}, {"sha256", der_sha256}};
-  append_audit_locked(c, name, "certificate-issued", detail.dump());
+  const std::string detail = audit_detail_issued(e, profile, requester, der_sha256);
+  append_audit_locked(c, name, "certificate-issued", detail);
 }
 
 // An idle connection the server closed (FATAL, then EOF) is found without a round trip: read what arrived
@@ -372,7 +370,7 @@ void PgLedger::record_event(const std::string& kind, const std::string& detail) 
     run(c, m_path, "locking the audit chain", "SELECT pg_advisory_xact_lock($1::bigint)", {std::to_string(kAuditLockKey)});
     run(c, m_path, "could not record the event '" + kind + "'", "INSERT INTO events(at, kind, detail) VALUES ($1, $2, $3)",
         {iso8601(now()), kind, detail});
-    append_audit_locked(c, m_path, kind, nlohmann::json{{"detail", detail}}.dump());
+    append_audit_locked(c, m_path, kind, audit_detail_event(detail));
     return 0;
   });
 }
@@ -397,9 +395,7 @@ LedgerEntry PgLedger::revoke(const std::string& serial, const std::string& reaso
         "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 WHERE serial = $1",
         {serial, e.revoked_at, reason});
     append_audit_locked(c, m_path, "certificate-revoked",
-                        nlohmann::json{{"serial", serial}, {"subject", e.subject}, {"issuer", e.issuer},
-                                       {"reason", reason}, {"revoked_at", e.revoked_at}}
-                            .dump());
+                        audit_detail_revoked(serial, e, reason));
     return e;
   });
 }
@@ -437,7 +433,7 @@ long long PgLedger::next_crl_number(const std::string& issuer_key_id, const std:
     if (PQntuples(r.get()) != 1) throw Error(ErrorKind::Io, "ledger " + m_path + ": could not read the CRL number");
     long long number = integer(r.get(), 0, 0);
     append_audit_locked(c, m_path, "crl-number",
-                        nlohmann::json{{"issuer", issuer}, {"issuer_key", issuer_key_id}, {"number", number}}.dump());
+                        audit_detail_crl_number(issuer, issuer_key_id, number));
     return number;
   });
 }
