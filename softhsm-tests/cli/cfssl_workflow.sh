@@ -145,7 +145,11 @@ for style in eq-single sp-single eq-double sp-double; do
     sp-double) args=(--ca "$T/out/ca.pem" --ca-key "$KEY" --config "$BLOG/ca-config.json" --profile kubernetes) ;;
   esac
   "$HWCA" gencert "${args[@]}" "$BLOG/kube-proxy-csr.json" > "$style.json" 2> "$style.err" || fail "$style: $(cat "$style.err")"
-  [ "$(grep -c . "$style.err")" = 1 ] && grep -q '^hwca: warning: ' "$style.err" || fail "$style: stderr $(cat "$style.err")"
+  # The CA and the profile both run 43800h from a minute-rounded start, so a leaf issued in a later
+  # minute than the CA is cut to the CA's end, with its own warning; that one is expected here too.
+  grep -v "^hwca: warning: the certificate's validity was cut to end with its CA's" "$style.err" > "$style.rest" || true
+  [ "$(grep -c . "$style.rest")" = 1 ] && grep -q "^hwca: warning: profile 'kubernetes' is not defined" "$style.rest" ||
+    fail "$style: stderr $(cat "$style.err")"
   cfssljson -bare "$style" < "$style.json" || fail "$style: cfssljson"
   verify_chain "$T/out/ca.pem" "$style.pem"
 done
