@@ -30,7 +30,8 @@ void add_ledger_commands(CLI::App& app, Context& ctx) {
                          {"profile", e.profile},
                          {"requester", e.requester},
                          {"issued_at", e.issued_at},
-                         {"status", e.status}});
+                         {"status", e.status},
+                         {"request_id", e.request_id}});
         }
         std::cout << arr.dump(2) << std::endl;
         return;

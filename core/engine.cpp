@@ -98,10 +98,12 @@ X509_ptr Issuer::issue(const IssueRequest& request) {
     ASN1_INTEGER_ptr serial = random_serial();
     X509_ptr cert = build_certificate(t, serial.get(), request.public_key, m_ca_cert, m_ca_key);
     try {
-      m_ledger.record(cert.get(), request.profile->name, request.requester);
+      m_ledger.record(cert.get(), request.profile->name, request.requester, request.request_id);
       return cert;
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::Conflict || attempt >= 3) throw;
+      // A request already answered is not a serial collision: drawing again would not help.
+      if (!request.request_id.empty() && m_ledger.find_by_request_id(request.request_id)) throw;
     }
   }
 }
@@ -119,7 +121,7 @@ std::vector<X509_ptr> Issuer::issue_batch(const std::vector<const IssueRequest*>
     for (size_t i = 0; i < requests.size(); ++i) {
       ASN1_INTEGER_ptr serial = random_serial();
       certs.push_back(build_certificate(plans[i], serial.get(), requests[i]->public_key, m_ca_cert, m_ca_key));
-      items.push_back({certs.back().get(), requests[i]->profile->name, requests[i]->requester});
+      items.push_back({certs.back().get(), requests[i]->profile->name, requests[i]->requester, requests[i]->request_id});
     }
     try {
       m_ledger.record_batch(items);

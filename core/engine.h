@@ -21,6 +21,7 @@ struct IssueRequest {
   EVP_PKEY* public_key = nullptr;  // the subject's public key (not owned)
   const Profile* profile = nullptr;
   std::string requester;           // who asked: "cli:gencert", "serve:127.0.0.1", ...
+  std::string request_id;          // optional, unique in the ledger (Ledger::record): "k8s-csr:<uid>"
   // Self-signed roots only: the CSR JSON's ca.pathlen / pathlenzero.
   std::optional<int> path_len;
   bool authority_key_id_on_self_signed = true;  // cfssl's -initca omits it

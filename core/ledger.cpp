@@ -125,8 +125,16 @@ void migrate_1_to_2(sqlite3* db, const std::string& path) {
        "migrating the schema to version 2");
 }
 
+// Version 3: the request a certificate answered (a Kubernetes CSR's uid), unique when set.
+void migrate_2_to_3(sqlite3* db, const std::string& path) {
+  exec(db, path,
+       "ALTER TABLE certificates ADD COLUMN request_id TEXT;"
+       "CREATE UNIQUE INDEX certificates_request_id ON certificates(request_id) WHERE request_id IS NOT NULL;",
+       "migrating the schema to version 3");
+}
+
 using Migration = void (*)(sqlite3*, const std::string&);
-const Migration kMigrations[] = {&migrate_0_to_1, &migrate_1_to_2};
+const Migration kMigrations[] = {&migrate_0_to_1, &migrate_1_to_2, &migrate_2_to_3};
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Ledger::kSchemaVersion);
 
 void set_version(sqlite3* db, const std::string& path, int version) {
@@ -226,7 +234,7 @@ AuditEntry append_audit_in_transaction(sqlite3* db, const std::string& path, con
 
 const char* kCertColumns =
     "serial, issuer, subject, sans, not_before, not_after, profile, requester, issued_at, status, pem, revoked_at,"
-    " revocation_reason";
+    " revocation_reason, request_id";
 
 LedgerEntry cert_row(sqlite3_stmt* s) {
   LedgerEntry e;
@@ -243,6 +251,7 @@ LedgerEntry cert_row(sqlite3_stmt* s) {
   e.pem = column_text(s, 10);
   e.revoked_at = column_text(s, 11);
   e.revocation_reason = column_text(s, 12);
+  e.request_id = column_text(s, 13);
   return e;
 }
 
@@ -268,11 +277,14 @@ class SqliteLedger final : public Ledger {
   static std::unique_ptr<Ledger> open(const std::string& path);
   ~SqliteLedger() override;
 
-  void record(const X509* cert, const std::string& profile, const std::string& requester) override;
+  void record(const X509* cert, const std::string& profile, const std::string& requester,
+              const std::string& request_id) override;
   void record_batch(const std::vector<BatchItem>& items) override;
   void record_event(const std::string& kind, const std::string& detail) override;
   LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) override;
   std::optional<LedgerEntry> find(const std::string& serial_hex) const override;
+  std::optional<LedgerEntry> find_by_request_id(const std::string& request_id) const override;
+  void mark_orphaned(const std::string& serial_hex, const std::string& why) override;
   std::vector<LedgerEntry> revoked_by(const std::string& issuer) const override;
   long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer) override;
   AuditEntry append_audit(const std::string& kind, const std::string& detail_json) override;
@@ -348,20 +360,23 @@ namespace {
 
 // Inserts one certificate row and its `certificate-issued` audit entry inside the open transaction.
 void insert_certificate(sqlite3* db, const std::string& path, const LedgerEntry& e, const std::string& profile,
-                        const std::string& requester, const std::string& der_sha256) {
+                        const std::string& requester, const std::string& request_id, const std::string& der_sha256) {
   auto io_error = [&](const std::string& msg) {
     return Error(ErrorKind::Io, "ledger " + path + ": could not record certificate " + e.serial + ": " + msg);
   };
   Stmt s = prepare(db, path,
                    "INSERT INTO certificates(serial, issuer, subject, sans, not_before, not_after, profile, requester,"
-                   " issued_at, status, pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'issued', ?10)");
+                   " issued_at, status, pem, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'issued', ?10, ?11)");
   const std::string* values[] = {&e.serial, &e.issuer, &e.subject, &e.sans, &e.not_before,
                                  &e.not_after, &profile, &requester, &e.issued_at, &e.pem};
   for (int i = 0; i < 10; ++i) bind_text(db, path, s.get(), i + 1, *values[i]);
+  if (!request_id.empty()) bind_text(db, path, s.get(), 11, request_id);  // else NULL: not in the unique index
   int rc = sqlite3_step(s.get());
   if (rc != SQLITE_DONE) {
     int ext = sqlite3_extended_errcode(db);
     std::string msg = errmsg(db);
+    if (ext == SQLITE_CONSTRAINT_UNIQUE && msg.find("request_id") != std::string::npos)
+      throw Error(ErrorKind::Conflict, "request " + request_id + " already has a certificate in the ledger");
     if (ext == SQLITE_CONSTRAINT_PRIMARYKEY || ext == SQLITE_CONSTRAINT_UNIQUE)
       throw Error(ErrorKind::Conflict, "serial " + e.serial + " already in the ledger");
     throw io_error(msg);
@@ -381,13 +396,15 @@ struct SqliteLedger::Pending {
   LedgerEntry entry;
   std::string profile;
   std::string requester;
+  std::string request_id;
   std::string der_sha256;
   std::exception_ptr error;
   bool done = false;
 };
 
-void SqliteLedger::record(const X509* cert, const std::string& profile, const std::string& requester) {
-  Pending mine{ledger_entry_for(cert), profile, requester, sha256_hex(x509_to_der(cert)), nullptr, false};
+void SqliteLedger::record(const X509* cert, const std::string& profile, const std::string& requester,
+                          const std::string& request_id) {
+  Pending mine{ledger_entry_for(cert), profile, requester, request_id, sha256_hex(x509_to_der(cert)), nullptr, false};
   std::unique_lock<std::mutex> lk(m_queue_mutex);
   m_queue.push_back(&mine);
   while (!mine.done) {
@@ -429,7 +446,7 @@ void SqliteLedger::commit_group(std::vector<Pending*>& group) {
       continue;
     }
     try {
-      insert_certificate(m_db, m_path, p->entry, p->profile, p->requester, p->der_sha256);
+      insert_certificate(m_db, m_path, p->entry, p->profile, p->requester, p->request_id, p->der_sha256);
       sqlite3_exec(m_db, "RELEASE one", nullptr, nullptr, nullptr);
       ++recorded;
     } catch (...) {
@@ -463,7 +480,8 @@ void SqliteLedger::record_batch(const std::vector<BatchItem>& items) {
                                    " certificates: " + errmsg(m_db));
   try {
     for (size_t i = 0; i < items.size(); ++i)
-      insert_certificate(m_db, m_path, entries[i], items[i].profile, items[i].requester, hashes[i]);
+      insert_certificate(m_db, m_path, entries[i], items[i].profile, items[i].requester, items[i].request_id,
+                         hashes[i]);
     if (sqlite3_exec(m_db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
       throw Error(ErrorKind::Io, "ledger " + m_path + ": could not commit " + std::to_string(items.size()) +
                                      " certificates: " + errmsg(m_db));
@@ -514,6 +532,39 @@ LedgerEntry SqliteLedger::revoke(const std::string& serial, const std::string& r
                                 audit_detail_revoked(serial, e, reason));
     return e;
   });
+}
+
+void SqliteLedger::mark_orphaned(const std::string& serial, const std::string& why) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  in_transaction(m_db, m_path, "could not mark " + serial + " orphaned", [&] {
+    Stmt q = prepare(m_db, m_path, (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = ?1").c_str());
+    bind_text(m_db, m_path, q.get(), 1, serial);
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
+    if (rc != SQLITE_ROW) fail(m_db, m_path, "looking up a serial");
+    LedgerEntry e = cert_row(q.get());
+    q.reset();
+    if (e.status != "issued")
+      throw Error(ErrorKind::Conflict, "serial " + serial + " is " + e.status + ", not issued: it cannot be marked orphaned");
+    Stmt u = prepare(m_db, m_path, "UPDATE certificates SET status = 'orphaned' WHERE serial = ?1");
+    bind_text(m_db, m_path, u.get(), 1, serial);
+    if (sqlite3_step(u.get()) != SQLITE_DONE) fail(m_db, m_path, "could not mark " + serial + " orphaned");
+    u.reset();
+    append_audit_in_transaction(m_db, m_path, "certificate-orphaned", audit_detail_orphaned(e, why));
+    return 0;
+  });
+}
+
+std::optional<LedgerEntry> SqliteLedger::find_by_request_id(const std::string& request_id) const {
+  if (request_id.empty()) return std::nullopt;
+  std::lock_guard<std::mutex> lock(m_mutex);
+  Stmt q = prepare(m_db, m_path,
+                   (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE request_id = ?1").c_str());
+  bind_text(m_db, m_path, q.get(), 1, request_id);
+  int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) fail(m_db, m_path, "looking up a request");
+  return cert_row(q.get());
 }
 
 std::optional<LedgerEntry> SqliteLedger::find(const std::string& serial) const {
@@ -686,6 +737,10 @@ std::string audit_detail_revoked(const std::string& serial, const LedgerEntry& e
   return nlohmann::json{{"serial", serial}, {"subject", e.subject}, {"issuer", e.issuer},
                         {"reason", reason}, {"revoked_at", e.revoked_at}}
       .dump();
+}
+
+std::string audit_detail_orphaned(const LedgerEntry& e, const std::string& why) {
+  return nlohmann::json{{"serial", e.serial}, {"subject", e.subject}, {"issuer", e.issuer}, {"why", why}}.dump();
 }
 
 std::string audit_detail_crl_number(const std::string& issuer, const std::string& issuer_key_id, long long number) {

@@ -29,6 +29,8 @@ struct LedgerEntry {
   std::string pem;
   std::string revoked_at;          // ISO 8601 UTC; empty unless revoked
   std::string revocation_reason;   // RFC 5280 name ("keyCompromise"); empty unless revoked
+  std::string request_id;          // what the certificate answered, when the caller names it (a Kubernetes
+                                   // CSR's uid: "k8s-csr:<uid>"); unique in the ledger; empty otherwise
 };
 
 struct LedgerEvent {
@@ -44,8 +46,9 @@ struct LedgerEvent {
 class Ledger {
  public:
   // 1: certificates, events. 2: revocation columns, crl_numbers, audit_events, audit_checkpoints.
-  // PostgreSQL ledgers have the same tables at the same version numbers.
-  static constexpr int kSchemaVersion = 2;
+  // 3: certificates.request_id (unique when set). PostgreSQL ledgers have the same tables at the same
+  // version numbers.
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating and migrating) the ledger at `path_or_url`: a PostgreSQL connection URI
   // (postgresql://USER[:PASSWORD]@HOST:PORT/DB, or postgres://...), otherwise a SQLite file whose folder
@@ -64,12 +67,19 @@ class Ledger {
   // queue up and go into the next transaction together (each in its own savepoint, so one failing
   // record fails alone). PostgreSQL: one transaction per record on a pooled connection. Every caller
   // returns only once its own record is durable.
-  virtual void record(const X509* cert, const std::string& profile, const std::string& requester) = 0;
+  // A non-empty `request_id` is stored with the row and must be unique: a second certificate for the same
+  // request is refused with Error(Conflict) (find_by_request_id() then returns the first).
+  virtual void record(const X509* cert, const std::string& profile, const std::string& requester,
+                      const std::string& request_id) = 0;
+  void record(const X509* cert, const std::string& profile, const std::string& requester) {
+    record(cert, profile, requester, std::string());
+  }
 
   struct BatchItem {
     const X509* cert = nullptr;
     std::string profile;
     std::string requester;
+    std::string request_id;  // as record()'s
   };
   // Records several certificates in ONE transaction (one fsync): all or nothing. Error(Conflict) for a
   // duplicate serial, Error(Io) otherwise; then nothing of the batch is recorded.
@@ -83,6 +93,12 @@ class Ledger {
   // Error(Conflict) when it is already revoked. Returns the updated row.
   virtual LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) = 0;
   virtual std::optional<LedgerEntry> find(const std::string& serial_hex) const = 0;
+  // The certificate recorded for `request_id` (see record()), if any.
+  virtual std::optional<LedgerEntry> find_by_request_id(const std::string& request_id) const = 0;
+  // Marks an issued certificate whose output never reached its destination (a crash between the ledger
+  // commit and the file rename) as "orphaned", with a `certificate-orphaned` audit event giving `why`, in
+  // one transaction. Error(NotFound) for an unknown serial; Error(Conflict) unless its status is "issued".
+  virtual void mark_orphaned(const std::string& serial_hex, const std::string& why) = 0;
   // Revoked certificates whose issuer (RFC 2253) is `issuer`, oldest revocation first.
   virtual std::vector<LedgerEntry> revoked_by(const std::string& issuer) const = 0;
   // The next CRL number for the CA whose key is identified by `issuer_key_id` (hex SHA-256 of its public
@@ -122,6 +138,7 @@ std::string audit_detail_issued(const LedgerEntry& e, const std::string& profile
                                 const std::string& der_sha256);
 std::string audit_detail_event(const std::string& detail);
 std::string audit_detail_revoked(const std::string& serial, const LedgerEntry& e, const std::string& reason);
+std::string audit_detail_orphaned(const LedgerEntry& e, const std::string& why);
 std::string audit_detail_crl_number(const std::string& issuer, const std::string& issuer_key_id, long long number);
 
 // $HWCA_HOME, or ./.hwca when unset.

@@ -105,12 +105,14 @@ const char* const kMigrations[] = {
     "  signature TEXT NOT NULL,"
     "  key_uri TEXT NOT NULL,"
     "  public_key TEXT NOT NULL);",
+    "ALTER TABLE certificates ADD COLUMN request_id TEXT;"
+    "CREATE UNIQUE INDEX certificates_request_id ON certificates(request_id) WHERE request_id IS NOT NULL;",
 };
 static_assert(sizeof kMigrations / sizeof kMigrations[0] == Ledger::kSchemaVersion);
 
 const char* kCertColumns =
     "serial, issuer, subject, sans, not_before, not_after, profile, requester, issued_at, status, pem, revoked_at,"
-    " revocation_reason";
+    " revocation_reason, request_id";
 
 LedgerEntry cert_row(const PGresult* r, int row) {
   LedgerEntry e;
@@ -127,6 +129,7 @@ LedgerEntry cert_row(const PGresult* r, int row) {
   e.pem = text(r, row, 10);
   e.revoked_at = text(r, row, 11);
   e.revocation_reason = text(r, row, 12);
+  e.request_id = text(r, row, 13);
   return e;
 }
 
@@ -177,7 +180,7 @@ auto in_transaction(PGconn* c, const std::string& name, const std::string& what,
 
 // Inserts one certificate row and its audit entry inside the open transaction.
 void insert_certificate(PGconn* c, const std::string& name, const LedgerEntry& e, const std::string& profile,
-                        const std::string& requester, const std::string& der_sha256) {
+                        const std::string& requester, const std::string& request_id, const std::string& der_sha256) {
   // The chain lock first: every writer takes it before anything else, so no two writers wait on each other
   // in opposite orders.
   run(c, name, "locking the audit chain", "SELECT pg_advisory_xact_lock($1::bigint)",
@@ -185,9 +188,12 @@ void insert_certificate(PGconn* c, const std::string& name, const LedgerEntry& e
   try {
     run(c, name, "could not record certificate " + e.serial,
         "INSERT INTO certificates(serial, issuer, subject, sans, not_before, not_after, profile, requester,"
-        " issued_at, status, pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $10)",
-        {e.serial, e.issuer, e.subject, e.sans, e.not_before, e.not_after, profile, requester, e.issued_at, e.pem});
+        " issued_at, status, pem, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'issued', $10, NULLIF($11, ''))",
+        {e.serial, e.issuer, e.subject, e.sans, e.not_before, e.not_after, profile, requester, e.issued_at, e.pem,
+         request_id});
   } catch (const PgFailure& f) {
+    if (f.sqlstate == kUniqueViolation && std::string(f.what()).find("request_id") != std::string::npos)
+      throw Error(ErrorKind::Conflict, "request " + request_id + " already has a certificate in the ledger");
     if (f.sqlstate == kUniqueViolation)
       throw Error(ErrorKind::Conflict, "serial " + e.serial + " already in the ledger");
     throw;
@@ -337,12 +343,13 @@ std::unique_ptr<Ledger> PgLedger::open(const std::string& url) {
   return ledger;
 }
 
-void PgLedger::record(const X509* cert, const std::string& profile, const std::string& requester) {
+void PgLedger::record(const X509* cert, const std::string& profile, const std::string& requester,
+                      const std::string& request_id) {
   LedgerEntry e = ledger_entry_for(cert);
   std::string der_sha256 = sha256_hex(x509_to_der(cert));
   Lease lease(*this);
   in_transaction(lease.get(), m_path, "could not record certificate " + e.serial, [&] {
-    insert_certificate(lease.get(), m_path, e, profile, requester, der_sha256);
+    insert_certificate(lease.get(), m_path, e, profile, requester, request_id, der_sha256);
     return 0;
   });
 }
@@ -358,7 +365,8 @@ void PgLedger::record_batch(const std::vector<BatchItem>& items) {
   Lease lease(*this);
   in_transaction(lease.get(), m_path, "could not record " + std::to_string(items.size()) + " certificates", [&] {
     for (size_t i = 0; i < items.size(); ++i)
-      insert_certificate(lease.get(), m_path, entries[i], items[i].profile, items[i].requester, hashes[i]);
+      insert_certificate(lease.get(), m_path, entries[i], items[i].profile, items[i].requester, items[i].request_id,
+                         hashes[i]);
     return 0;
   });
 }
@@ -398,6 +406,35 @@ LedgerEntry PgLedger::revoke(const std::string& serial, const std::string& reaso
                         audit_detail_revoked(serial, e, reason));
     return e;
   });
+}
+
+void PgLedger::mark_orphaned(const std::string& serial, const std::string& why) {
+  Lease lease(*this);
+  PGconn* c = lease.get();
+  in_transaction(c, m_path, "could not mark " + serial + " orphaned", [&] {
+    run(c, m_path, "locking the audit chain", "SELECT pg_advisory_xact_lock($1::bigint)", {std::to_string(kAuditLockKey)});
+    Result q = run(c, m_path, "looking up a serial",
+                   (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = $1 FOR UPDATE").c_str(),
+                   {serial});
+    if (PQntuples(q.get()) == 0) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
+    LedgerEntry e = cert_row(q.get(), 0);
+    if (e.status != "issued")
+      throw Error(ErrorKind::Conflict, "serial " + serial + " is " + e.status + ", not issued: it cannot be marked orphaned");
+    run(c, m_path, "could not mark " + serial + " orphaned",
+        "UPDATE certificates SET status = 'orphaned' WHERE serial = $1", {serial});
+    append_audit_locked(c, m_path, "certificate-orphaned", audit_detail_orphaned(e, why));
+    return 0;
+  });
+}
+
+std::optional<LedgerEntry> PgLedger::find_by_request_id(const std::string& request_id) const {
+  if (request_id.empty()) return std::nullopt;
+  Lease lease(*this);
+  Result q = run(lease.get(), m_path, "looking up a request",
+                 (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE request_id = $1").c_str(),
+                 {request_id});
+  if (PQntuples(q.get()) == 0) return std::nullopt;
+  return cert_row(q.get(), 0);
 }
 
 std::optional<LedgerEntry> PgLedger::find(const std::string& serial) const {

@@ -32,11 +32,14 @@ class PgLedger final : public Ledger {
   static std::string display_name(const std::string& url);
   ~PgLedger() override;
 
-  void record(const X509* cert, const std::string& profile, const std::string& requester) override;
+  void record(const X509* cert, const std::string& profile, const std::string& requester,
+              const std::string& request_id) override;
   void record_batch(const std::vector<BatchItem>& items) override;
   void record_event(const std::string& kind, const std::string& detail) override;
   LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) override;
   std::optional<LedgerEntry> find(const std::string& serial_hex) const override;
+  std::optional<LedgerEntry> find_by_request_id(const std::string& request_id) const override;
+  void mark_orphaned(const std::string& serial_hex, const std::string& why) override;
   std::vector<LedgerEntry> revoked_by(const std::string& issuer) const override;
   long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer) override;
   AuditEntry append_audit(const std::string& kind, const std::string& detail_json) override;

@@ -232,7 +232,7 @@ TEST_CASE("audit: record() and record_event() append to the chain in the same tr
   auto cert = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
   {
     auto ledger = Ledger::open(path);
-    CHECK(ledger->schema_version() == 2);
+    CHECK(ledger->schema_version() == Ledger::kSchemaVersion);
     ledger->record(cert.get(), "root-ca", "test");
     ledger->record_event("key-generate", "pkcs11:token=x;object=y");
     auto entries = ledger->audit_entries();
@@ -289,7 +289,7 @@ TEST_CASE("ledger v2: revoke, revoked_by, CRL numbers", "[core][ledger]") {
   CHECK(verify_audit_chain(entries, {}).intact);
 }
 
-TEST_CASE("ledger: a version 1 database migrates to version 2 and keeps its rows", "[core][ledger]") {
+TEST_CASE("ledger: a version 1 database migrates to the current version and keeps its rows", "[core][ledger]") {
   TempDir dir;
   std::string path = dir / "v1.db";
   exec_sql(path,
@@ -303,7 +303,7 @@ TEST_CASE("ledger: a version 1 database migrates to version 2 and keeps its rows
            " 'p', 'r', '2026-01-01T00:00:00Z', 'issued', 'PEM');"
            "INSERT INTO events(at, kind, detail) VALUES ('2026-01-01T00:00:00Z', 'key-generate', 'old');");
   auto ledger = Ledger::open(path);
-  CHECK(ledger->schema_version() == 2);
+  CHECK(ledger->schema_version() == Ledger::kSchemaVersion);
   auto rows = ledger->list();
   REQUIRE(rows.size() == 1);
   CHECK(rows[0].subject == "CN=old");
@@ -313,4 +313,54 @@ TEST_CASE("ledger: a version 1 database migrates to version 2 and keeps its rows
   ledger->revoke("0a", "superseded", 1800000000);
   CHECK(ledger->revoked_by("CN=r").size() == 1);
   CHECK(verify_audit_chain(ledger->audit_entries(), ledger->audit_checkpoints()).intact);
+}
+
+TEST_CASE("ledger v3: request ids are unique and orphaned rows are marked with an audit event", "[core][ledger]") {
+  TempDir dir;
+  auto ledger = Ledger::open(dir / "ledger.db");
+  auto key = hwca::generate_software_key(KeySpec::parse("ecdsa-p256"));
+  CertTemplate t;
+  t.subject = hwca::test::cn_name("request id test");
+  t.not_before = now() - 60;
+  t.not_after = now() + 86400;
+  auto c1 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  auto c2 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  auto c3 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  auto c4 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  const std::string s1 = hwca::serial_hex(X509_get0_serialNumber(c1.get()));
+  ledger->record(c1.get(), "p", "k8s:node", "k8s-csr:uid-1");
+  CHECK_FALSE(ledger->find_by_request_id("k8s-csr:uid-2"));
+  CHECK_FALSE(ledger->find_by_request_id(""));
+  auto found = ledger->find_by_request_id("k8s-csr:uid-1");
+  REQUIRE(found);
+  CHECK(found->serial == s1);
+  CHECK(found->request_id == "k8s-csr:uid-1");
+  // The same request again, under another serial: refused, and the first row stays the answer.
+  Error dup = error_of([&] { ledger->record(c2.get(), "p", "k8s:node", "k8s-csr:uid-1"); });
+  CHECK(dup.kind() == ErrorKind::Conflict);
+  CHECK(std::string(dup.what()).find("k8s-csr:uid-1") != std::string::npos);
+  CHECK(ledger->list().size() == 1);
+  // Rows without a request id never collide with each other.
+  ledger->record(c3.get(), "p", "cli:gencert");
+  ledger->record(c4.get(), "p", "cli:gencert", "");
+  CHECK(ledger->list().size() == 3);
+  // A batch with a repeated request id is refused whole.
+  auto c5 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  auto c6 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  CHECK(error_of([&] {
+          ledger->record_batch({{c5.get(), "p", "r", "k8s-csr:uid-9"}, {c6.get(), "p", "r", "k8s-csr:uid-9"}});
+        }).kind() == ErrorKind::Conflict);
+  CHECK(ledger->list().size() == 3);
+
+  ledger->mark_orphaned(s1, "its files never reached out/pki/x.crt");
+  CHECK(ledger->find(s1)->status == "orphaned");
+  CHECK(error_of([&] { ledger->mark_orphaned(s1, "again"); }).kind() == ErrorKind::Conflict);
+  CHECK(error_of([&] { ledger->mark_orphaned("abcdef", "nope"); }).kind() == ErrorKind::NotFound);
+  auto entries = ledger->audit_entries();
+  REQUIRE(entries.size() == 4);
+  CHECK(entries.back().kind == "certificate-orphaned");
+  auto detail = nlohmann::json::parse(entries.back().detail);
+  CHECK(detail["serial"] == s1);
+  CHECK(detail["why"] == "its files never reached out/pki/x.crt");
+  CHECK(verify_audit_chain(entries, {}).intact);
 }

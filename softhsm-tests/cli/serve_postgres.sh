@@ -50,7 +50,7 @@ q() { psql -d hwca -c "$1"; }
 # A fresh database: the schema is made on first open, at the SQLite ledger's version.
 "$HWCA" --ledger "$URL" ledger list > list0.out 2> list0.err || fail "ledger list on a fresh database: $(cat list0.err)"
 [ ! -s list0.out ] || fail "a fresh ledger lists certificates: $(cat list0.out)"
-[ "$(q 'SELECT version FROM schema_version')" = 2 ] || fail "schema version $(q 'SELECT version FROM schema_version')"
+[ "$(q 'SELECT version FROM schema_version')" = 3 ] || fail "schema version $(q 'SELECT version FROM schema_version')"
 ok
 
 # Unreachable server: one error line, exit 1, the password never printed.
