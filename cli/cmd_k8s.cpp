@@ -170,6 +170,8 @@ void add_k8s_commands(CLI::App& app, Context& ctx) {
   });
 
   add_k8s_sign_csr_command(*k8s, ctx);
+  add_k8s_bootstrap_commands(*k8s, ctx);
+  add_k8s_signer_command(*k8s, ctx);
 }
 
 }  // namespace hwca::cli

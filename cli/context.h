@@ -42,6 +42,10 @@ void add_ledger_commands(CLI::App& app, Context& ctx);
 // `sign-csr` subcommand (cmd_k8s_sign_csr.cpp).
 void add_k8s_commands(CLI::App& app, Context& ctx);
 void add_k8s_sign_csr_command(CLI::App& k8s, Context& ctx);
+// hwca k8s bootstrap-token create | manifests (cmd_k8s_bootstrap.cpp).
+void add_k8s_bootstrap_commands(CLI::App& k8s, Context& ctx);
+// hwca k8s signer (cmd_k8s_signer.cpp): the long-running CSR signer.
+void add_k8s_signer_command(CLI::App& k8s, Context& ctx);
 // hwca ceremony | custody | revoke | crl | audit (cmd_ceremony.cpp, cmd_custody.cpp, cmd_revoke.cpp).
 void add_ceremony_commands(CLI::App& app, Context& ctx);
 void add_custody_commands(CLI::App& app, Context& ctx);

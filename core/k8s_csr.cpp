@@ -453,7 +453,10 @@ CsrObject CsrObject::parse(const std::string& text, const std::string& what) {
                                        : "\"" + api + "\" is not certificates.k8s.io/v1");
 
     YAML::Node meta = r.map(doc, "metadata", "metadata", false);
-    if (meta.IsDefined()) obj.m_name = r.str(meta, "name", "metadata.name").value_or("");
+    if (meta.IsDefined()) {
+      obj.m_name = r.str(meta, "name", "metadata.name").value_or("");
+      obj.m_uid = r.str(meta, "uid", "metadata.uid").value_or("");
+    }
 
     YAML::Node spec = r.map(doc, "spec", "spec", true);
     auto request = r.str(spec, "request", "spec.request");
@@ -616,6 +619,7 @@ SignReport sign_csr(CsrObject& csr, const SignOptions& options, const X509* ca_c
   if (!req.public_key) throw_openssl(ErrorKind::BadInput, label + ": the CSR's public key cannot be read");
   req.profile = &profile;
   req.requester = "k8s:" + csr.username();
+  req.request_id = options.request_id;
   report.certificate = issuer().issue(req);
   csr.set_certificate(x509_to_pem(report.certificate.get()));
   report.outcome = SignReport::Outcome::Issued;

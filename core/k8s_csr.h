@@ -105,6 +105,7 @@ class CsrObject {
 
   Format format() const { return m_format; }
   const std::string& name() const { return m_name; }
+  const std::string& uid() const { return m_uid; }  // metadata.uid: empty for an object not from an API server
   const std::string& signer_name() const { return m_signer_name; }
   std::optional<std::int64_t> expiration_seconds() const { return m_expiration_seconds; }
   const std::vector<std::string>& usages() const { return m_usages; }
@@ -127,6 +128,7 @@ class CsrObject {
   std::unique_ptr<YAML::Node> m_doc;
   Format m_format = Format::Yaml;
   std::string m_name;
+  std::string m_uid;
   std::string m_signer_name;
   std::optional<std::int64_t> m_expiration_seconds;
   std::vector<std::string> m_usages;
@@ -142,6 +144,9 @@ struct SignOptions {
   bool approve = false;                                            // --approve
   std::vector<Node> nodes;                                         // the cluster's nodes, for --approve
   std::time_t now = 0;                                             // 0: the current time
+  // When set, recorded with the certificate as its ledger request id (unique: Ledger::record), so that a
+  // second issuance for the same CSR is refused. The long-running signer uses "k8s-csr:<metadata.uid>".
+  std::string request_id;
 };
 
 struct SignReport {

@@ -11,7 +11,7 @@ pkgs=(
   # hardware and its tools
   softhsm2 opensc opensc-pkcs11 libp11-kit-dev libengine-pkcs11-openssl swtpm swtpm-tools tpm2-openssl tpm2-tools
   # interop peers used by the tests
-  openssl gnutls-bin golang-cfssl etcd-server etcd-client sqlite3 postgresql jq python3 python3-cryptography
+  openssl gnutls-bin golang-cfssl etcd-server etcd-client sqlite3 postgresql jq python3 python3-cryptography python3-protobuf python3-yaml curl
 )
 # kubectl: use the machine's own when there is one; otherwise Debian's kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || pkgs+=(kubernetes-client)
