@@ -162,10 +162,16 @@ std::string read_file(const std::string& path) {
   if (S_ISDIR(st.st_mode)) throw Error(ErrorKind::BadInput, path + ": is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::Io, path + ": cannot read (" + std::strerror(errno) + ")");
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  // Bounded: a device or endless pipe named as an input (/dev/zero) is an error, not a hang.
+  constexpr std::size_t kMaxInput = 64u * 1024 * 1024;
+  std::string out;
+  char buf[65536];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    out.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (out.size() > kMaxInput) throw Error(ErrorKind::BadInput, path + ": larger than 64 MiB; not an input hwca reads");
+  }
   if (in.bad()) throw Error(ErrorKind::Io, path + ": read error");
-  return ss.str();
+  return out;
 }
 
 std::string read_config_file(const std::string& path) {
