@@ -37,7 +37,10 @@ cas:
     key: "$(key_uri k8s front-proxy-ca)"
 EOF
 
-# The stand-in accepts client certificates from the cluster CA too, as kube-apiserver does.
+# The stand-in accepts client certificates from the cluster CA too, as kube-apiserver does; and a static
+# token for the signer (its bearer-token credentials are checked at the end).
+signer_token="hwca-signer-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+standin_add_token "$signer_token" system:hwca-signer signer-uid ""
 STANDIN_EXTRA_CLIENT_CA="$T/out/pki/ca.crt" standin_start
 signer_conf=$(standin_client_conf signer system:hwca-signer)
 standin_bootstrap_secret abcdef 0123456789abcdef system:bootstrappers:kubeadm:default-node-token > bt.yaml
@@ -100,10 +103,10 @@ for i in $(seq 1 "${K8S_SIGNER_ROTATIONS:-50}"); do  # the issue asks for 50; fe
   openssl verify -CAfile out/pki/ca.crt "w1-$i.crt" >/dev/null || fail "rotation $i: does not verify"
   [ "$(openssl x509 -in "w1-$i.crt" -noout -subject -nameopt RFC2253)" = "subject=CN=system:node:w1,O=system:nodes" ] ||
     fail "rotation $i: subject $(openssl x509 -in "w1-$i.crt" -noout -subject)"
-  # --signing-duration 10m: 10 minutes of validity (the 5-minute backdate applies only from 8 h on).
+  # --signing-duration 10m: notBefore = now - 5 min, notAfter = now + 10 min (no backdate of notAfter under 8 h).
   nb=$(date -d "$(openssl x509 -in "w1-$i.crt" -noout -startdate | cut -d= -f2)" +%s)
   na=$(date -d "$(openssl x509 -in "w1-$i.crt" -noout -enddate | cut -d= -f2)" +%s)
-  [ $((na - nb)) -le 900 ] && [ $((na - nb)) -ge 600 ] || fail "rotation $i: validity $((na - nb)) s"
+  [ $((na - nb)) -le 960 ] && [ $((na - nb)) -ge 840 ] || fail "rotation $i: validity $((na - nb)) s"
   serial=$(openssl x509 -in "w1-$i.crt" -noout -serial)
   [ "$serial" != "$prev_serial" ] || fail "rotation $i: same serial again"
   prev_serial=$serial
@@ -262,6 +265,39 @@ ok
 # The signer never needed cluster-admin: every request it made was as system:hwca-signer.
 [ "$(standin_stats | jq -r '[.requests[] | select(.user == "system:hwca-signer") | .verb] | unique | join(",")')" = "get,list,update,watch" ] ||
   fail "the signer's verbs: $(standin_stats | jq -c '[.requests[] | select(.user == "system:hwca-signer") | .verb] | unique')"
+ok
+
+# --- bearer-token credentials, and kube-apiserver-client (never approved automatically) ---------------
+token_conf=$(standin_token_conf signer-token "$signer_token")
+signer_conf_saved=$signer_conf
+signer_conf=$token_conf
+start_signer token.log --approve --signer-names kubernetes.io/kube-apiserver-client
+signer_conf=$signer_conf_saved
+newkey jane "/O=example:admins/CN=jane"
+standin_csr_yaml jane kubernetes.io/kube-apiserver-client "digital signature,client auth" 3600 jane.csr > jane.yaml
+standin_kubectl "$KUBECONFIG" create --validate=false -f jane.yaml >/dev/null || fail "create jane"
+wait_for "the policy to leave jane" grep -q "CSR jane .* left for a human to approve" token.log
+! has_cert jane || fail "jane was signed without approval"
+standin_kubectl "$KUBECONFIG" certificate approve jane >/dev/null || fail "kubectl certificate approve jane"
+wait_for "jane signed" has_cert jane
+standin_kubectl "$KUBECONFIG" get csr jane -o 'jsonpath={.status.certificate}' | base64 -d > jane.crt
+openssl verify -CAfile out/pki/ca.crt -purpose sslclient jane.crt >/dev/null || fail "jane does not verify as a client certificate"
+[ "$(openssl x509 -in jane.crt -noout -subject -nameopt RFC2253)" = "subject=CN=jane,O=example:admins" ] || fail "jane's subject"
+# expirationSeconds 3600 (under 8 h): notBefore = now - 5 min, notAfter = now + 1 h
+nb=$(date -d "$(openssl x509 -in jane.crt -noout -startdate | cut -d= -f2)" +%s)
+na=$(date -d "$(openssl x509 -in jane.crt -noout -enddate | cut -d= -f2)" +%s)
+[ $((na - nb)) -le 3960 ] && [ $((na - nb)) -ge 3840 ] || fail "jane's validity $((na - nb)) s"
+# It serves only the signer it was given: a kubelet client CSR stays unsigned.
+newkey w2 "/O=system:nodes/CN=system:node:w2"
+standin_csr_yaml w2-client kubernetes.io/kube-apiserver-client-kubelet "digital signature,client auth" "" w2.csr > w2.yaml
+standin_kubectl "$boot_conf" create --validate=false -f w2.yaml >/dev/null || fail "create w2-client"
+standin_kubectl "$KUBECONFIG" certificate approve w2-client >/dev/null || fail "approve w2-client"
+sleep 1
+! has_cert w2-client || fail "w2-client was signed by a signer that does not serve kube-apiserver-client-kubelet"
+[ "$(standin_stats | jq -r '[.requests[] | select(.user == "system:hwca-signer" and .subresource == "status")] | length')" -ge 1 ] ||
+  fail "no status write as system:hwca-signer with the token"
+kill -TERM "$SIGNER_PID"
+wait "$SIGNER_PID" || fail "the token signer did not stop cleanly"
 ok
 
 # --- bad command lines and kubeconfigs: one error line, nothing started ----------------------------
