@@ -17,7 +17,10 @@ std::vector<std::string> normalize_go_flags(int argc, const char* const* argv) {
       out.push_back(std::move(arg));
       continue;
     }
-    bool single_dash_word = arg.size() > 2 && arg[0] == '-' && arg[1] != '-';
+    // A negative number or duration ("-1h", "-0.5") is a value, not a flag: Go flag names never start
+    // with a digit or a dot.
+    const bool negative_value = arg.size() > 1 && arg[0] == '-' && ((arg[1] >= '0' && arg[1] <= '9') || arg[1] == '.');
+    bool single_dash_word = arg.size() > 2 && arg[0] == '-' && arg[1] != '-' && !negative_value;
     if (single_dash_word) arg = "-" + arg;
     // Go's "-flag=" sets an empty value; CLI11 would take the next argument instead. Pass the empty
     // value as its own argument.

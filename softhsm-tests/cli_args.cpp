@@ -38,3 +38,11 @@ TEST_CASE("stdin, one-letter options, boolean flags and -- are kept", "[cli]") {
   CHECK(norm({"-hostname=a=b"}) == std::vector<std::string>{"--hostname=a=b"});
   CHECK(norm({}) .empty());
 }
+
+TEST_CASE("negative numbers and durations stay values", "[cli]") {
+  CHECK(norm({"--ttl", "-1h"}) == std::vector<std::string>{"--ttl", "-1h"});
+  CHECK(norm({"-ttl", "-1h"}) == std::vector<std::string>{"--ttl", "-1h"});
+  CHECK(norm({"--signing-duration", "-0.5h"}) == std::vector<std::string>{"--signing-duration", "-0.5h"});
+  CHECK(norm({"--shares", "-3"}) == std::vector<std::string>{"--shares", "-3"});
+  CHECK(norm({"-.5"}) == std::vector<std::string>{"-.5"});
+}
