@@ -15,6 +15,21 @@
 
 namespace hwca::cli {
 
+KubernetesCa load_kubernetes_ca(const std::string& cluster_file, const std::string& pki_dir) {
+  KubernetesCa ca{core::k8s::ClusterSpec::load(cluster_file), {}, {}};
+  ca.key_uri = ca.cluster.ca_key(core::k8s::CaRole::Kubernetes);
+  if (ca.key_uri.empty())
+    throw Error(ErrorKind::BadInput, ca.cluster.where("cas.kubernetes-ca.key") + ": no key URI for the kubernetes-ca");
+  const std::string ca_path = pki_dir + "/pki/ca.crt";
+  try {
+    ca.cert = x509_from_pem(read_file(ca_path), ca_path);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::NotFound) throw;
+    throw Error(ErrorKind::NotFound, ca_path + ": not found (--pki names the folder that holds pki/ca.crt, as k8s init's --out)");
+  }
+  return ca;
+}
+
 namespace {
 
 struct SignCsrOptions {
@@ -41,19 +56,10 @@ void run_sign_csr(const Context& ctx, const SignCsrOptions& opts) {
   sign.approve = opts.approve;
 
   // Everything that can be checked is checked before the CA key is opened.
-  const core::k8s::ClusterSpec cluster = core::k8s::ClusterSpec::load(opts.config);
-  const std::string& key_uri = cluster.ca_key(core::k8s::CaRole::Kubernetes);
-  if (key_uri.empty())
-    throw Error(ErrorKind::BadInput, cluster.where("cas.kubernetes-ca.key") + ": no key URI for the kubernetes-ca");
-  sign.nodes = cluster.all_nodes();
-  const std::string ca_path = dir + "/pki/ca.crt";
-  X509_ptr ca_cert;
-  try {
-    ca_cert = x509_from_pem(read_file(ca_path), ca_path);
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::NotFound) throw;
-    throw Error(ErrorKind::NotFound, ca_path + ": not found (--pki names the folder that holds pki/ca.crt, as k8s init's --out)");
-  }
+  KubernetesCa ca = load_kubernetes_ca(opts.config, dir);
+  sign.nodes = ca.cluster.all_nodes();
+  const std::string& key_uri = ca.key_uri;
+  X509_ptr& ca_cert = ca.cert;
   const std::string what = opts.in == "-" ? "the CSR object on stdin" : opts.in;
   core::k8s::CsrObject csr = core::k8s::CsrObject::parse(read_input(opts.in), what);
 

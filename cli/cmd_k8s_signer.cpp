@@ -426,20 +426,13 @@ void run_signer(const Context& ctx, const SignerOptions& opts) {
   const auto [listen_host, listen_port] = parse_listen(opts.listen);
 
   // Everything that can be checked is checked before the CA key is opened.
-  const k8score::ClusterSpec cluster = k8score::ClusterSpec::load(opts.config);
-  const std::string& key_uri = cluster.ca_key(k8score::CaRole::Kubernetes);
-  if (key_uri.empty())
-    throw Error(ErrorKind::BadInput, cluster.where("cas.kubernetes-ca.key") + ": no key URI for the kubernetes-ca");
-  sign.nodes = cluster.all_nodes();
-  const std::string dir = opts.pki.empty() ? cluster.install_dir : opts.pki;
-  const std::string ca_path = dir + "/pki/ca.crt";
-  X509_ptr ca_cert;
-  try {
-    ca_cert = x509_from_pem(read_file(ca_path), ca_path);
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::NotFound) throw;
-    throw Error(ErrorKind::NotFound, ca_path + ": not found (--pki names the folder that holds pki/ca.crt, as k8s init's --out)");
-  }
+  // --pki defaults to the cluster file's installDir, where pki/ca.crt lives on a control-plane node.
+  std::string dir = opts.pki;
+  if (dir.empty()) dir = k8score::ClusterSpec::load(opts.config).install_dir;
+  KubernetesCa ca = load_kubernetes_ca(opts.config, dir);
+  sign.nodes = ca.cluster.all_nodes();
+  const std::string& key_uri = ca.key_uri;
+  X509_ptr& ca_cert = ca.cert;
   k8s::ApiClient api(k8score::ClientConfig::load(opts.kubeconfig, opts.context));
 
   // The CA key is opened once, here.

@@ -5,6 +5,7 @@
 #include "cli/context.h"
 #include "core/cfssl.h"
 #include "core/engine.h"
+#include "core/k8s_cluster.h"
 
 #include <memory>
 #include <optional>
@@ -19,6 +20,16 @@ struct LoadedCa {
   std::unique_ptr<tokens::Signer> key;
 };
 LoadedCa load_ca(const Context& ctx, const std::string& ca_path, const std::string& ca_key_uri, bool allow_file_ca_key);
+
+// The kubernetes-ca as `k8s sign-csr` and `k8s signer` use it: the cluster file (key URI and nodes)
+// and DIR/pki/ca.crt, read and checked before any key is opened. Error(NotFound) naming the path when
+// the certificate is not there.
+struct KubernetesCa {
+  core::k8s::ClusterSpec cluster;
+  std::string key_uri;
+  X509_ptr cert;
+};
+KubernetesCa load_kubernetes_ca(const std::string& cluster_file, const std::string& pki_dir);
 
 // The profile a command uses: a built-in one (server, client, peer) when no -config is given and the
 // name is one; otherwise the config's (or cfssl's built-in default config's) with cfssl's fallback.
