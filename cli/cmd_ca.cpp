@@ -54,7 +54,7 @@ void add_ca_commands(CLI::App& app, Context& ctx) {
       req.authority_key_id_on_self_signed = true;
       core::Issuer issuer(nullptr, key->pkey(), *ledger);
       X509_ptr cert = issuer.issue(req);
-      core::write_file_atomic(opts->out, x509_to_pem(cert.get()), 0644);
+      deliver_or_orphan(*ledger, cert.get(), [&] { core::write_file_atomic(opts->out, x509_to_pem(cert.get()), 0644); });
       std::cout << "root certificate " << opts->out << ": " << core::name_to_string(X509_get_subject_name(cert.get()))
                 << ", serial " << serial_hex(X509_get0_serialNumber(cert.get())) << ", valid until "
                 << core::iso8601(core::asn1_time_to_time_t(X509_get0_notAfter(cert.get()))) << std::endl;

@@ -68,8 +68,10 @@ void run_gencert(const Context& ctx, const GencertOptions& opts) {
     X509_ptr cert = issuer.issue(req);
     std::string cert_pem = x509_to_pem(cert.get());
     std::string csr_pem = csr_to_pem(csr.get());
-    if (!opts.bare.empty()) core::write_bare(opts.bare, {cert_pem, {}, csr_pem});
-    else print_cfssl_json(cert_pem, csr_pem, {});
+    deliver_or_orphan(*ledger, cert.get(), [&] {
+      if (!opts.bare.empty()) core::write_bare(opts.bare, {cert_pem, {}, csr_pem});
+      else print_cfssl_json(cert_pem, csr_pem, {});
+    });
     return;
   }
 
@@ -89,8 +91,10 @@ void run_gencert(const Context& ctx, const GencertOptions& opts) {
   std::string cert_pem = x509_to_pem(cert.get());
   std::string csr_pem = csr_to_pem(csr.get());
   std::string key_pem = private_key_to_traditional_pem(leaf_key.get());
-  if (!opts.bare.empty()) core::write_bare(opts.bare, {cert_pem, key_pem, csr_pem});
-  else print_cfssl_json(cert_pem, csr_pem, key_pem);
+  deliver_or_orphan(*ledger, cert.get(), [&] {
+    if (!opts.bare.empty()) core::write_bare(opts.bare, {cert_pem, key_pem, csr_pem});
+    else print_cfssl_json(cert_pem, csr_pem, key_pem);
+  });
 }
 
 }  // namespace

@@ -73,10 +73,12 @@ void add_sign_command(CLI::App& app, Context& ctx) {
       X509_ptr cert = issuer.issue(req);
       warn_if_validity_capped(cert.get(), choice.profile);
       std::string pem = x509_to_pem(cert.get());
-      if (!opts->bare.empty()) core::write_bare(opts->bare, {pem, {}, {}});
-      else if (!opts->out.empty()) core::write_file_atomic(opts->out, pem, 0644);
-      // cfssl sign echoes the request back as "csr", verbatim when it was PEM.
-      else print_cfssl_json(pem, csr_input.find("-----BEGIN") != std::string::npos ? csr_input : csr_to_pem(csr.get()), {});
+      deliver_or_orphan(*ledger, cert.get(), [&] {
+        if (!opts->bare.empty()) core::write_bare(opts->bare, {pem, {}, {}});
+        else if (!opts->out.empty()) core::write_file_atomic(opts->out, pem, 0644);
+        // cfssl sign echoes the request back as "csr", verbatim when it was PEM.
+        else print_cfssl_json(pem, csr_input.find("-----BEGIN") != std::string::npos ? csr_input : csr_to_pem(csr.get()), {});
+      });
     };
   });
 }

@@ -69,6 +69,23 @@ void print_cfssl_json(const std::string& cert, const std::string& csr, const std
   if (!csr.empty()) out["csr"] = csr;
   if (!key.empty()) out["key"] = key;
   std::cout << nlohmann::json(out).dump() << std::endl;
+  if (!std::cout) throw Error(ErrorKind::Io, "cannot write to standard output");
+}
+
+void deliver_or_orphan(core::Ledger& ledger, const X509* cert, const std::function<void()>& deliver) {
+  try {
+    deliver();
+  } catch (const Error& e) {
+    const std::string serial = serial_hex(X509_get0_serialNumber(cert));
+    std::string note;
+    try {
+      ledger.mark_orphaned(serial, std::string("never delivered: ") + e.what());
+      note = "; certificate " + serial + " is in the ledger, marked orphaned";
+    } catch (const Error& e2) {
+      note = "; certificate " + serial + " is in the ledger and could not be marked orphaned (" + e2.what() + ")";
+    }
+    throw Error(e.kind(), e.what() + note);
+  }
 }
 
 }  // namespace hwca::cli

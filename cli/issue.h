@@ -7,6 +7,7 @@
 #include "core/engine.h"
 #include "core/k8s_cluster.h"
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,12 @@ std::string requester(const std::string& command);
 void warn_if_validity_capped(const X509* cert, const core::Profile& profile);
 
 // {"cert":..., "csr":..., "key":...} as cfssl prints it (empty members left out), one line.
+// Error(Io) when standard output cannot be written (a full disk, a closed pipe).
 void print_cfssl_json(const std::string& cert, const std::string& csr, const std::string& key);
+
+// Hands an issued (and recorded) certificate out through `deliver`: writes its files or prints it. When
+// that fails, its ledger row is marked orphaned (recorded, never delivered) and the error says so; the
+// engine never issues the same serial again, so a retry gets a new certificate.
+void deliver_or_orphan(core::Ledger& ledger, const X509* cert, const std::function<void()>& deliver);
 
 }  // namespace hwca::cli

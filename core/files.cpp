@@ -243,10 +243,14 @@ void check_bare_output(const std::string& name) {
 void write_bare(const std::string& name, const BareFiles& files) {
   check_bare_output(name);
   // cfssljson's modes, reduced by the umask as Go's ioutil.WriteFile does.
+  // All or nothing: the three temporaries are written (and synced) before any is renamed into place,
+  // so a full disk or a crash never leaves a key without its certificate.
   mode_t mask = process_umask();
-  if (!files.key.empty()) write_file_atomic(name + "-key.pem", files.key, 0600 & ~mask);
-  if (!files.cert.empty()) write_file_atomic(name + ".pem", files.cert, 0664 & ~mask);
-  if (!files.csr.empty()) write_file_atomic(name + ".csr", files.csr, 0644 & ~mask);
+  AtomicBatch batch;
+  if (!files.key.empty()) batch.add(name + "-key.pem", files.key, 0600 & ~mask);
+  if (!files.cert.empty()) batch.add(name + ".pem", files.cert, 0664 & ~mask);
+  if (!files.csr.empty()) batch.add(name + ".csr", files.csr, 0644 & ~mask);
+  batch.commit();
 }
 
 }  // namespace hwca::core

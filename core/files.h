@@ -58,6 +58,7 @@ struct BareFiles {
   std::string csr;
 };
 void check_bare_output(const std::string& name);
+// NAME.pem, NAME-key.pem (0600), NAME.csr, all or nothing (one AtomicBatch).
 void write_bare(const std::string& name, const BareFiles& files);
 
 }  // namespace hwca::core
