@@ -4,9 +4,47 @@
 
 namespace hwca::cli {
 
+namespace {
+
+// tpm2:file=/d/root.tss2.pem?tcti=X&pin-source=Y  ->  tpm2:file=/d/root-audit.tss2.pem?tcti=X (the CA key's
+// auth value is not the audit key's: pin-source is dropped).
+std::string tpm2_audit_key_uri_for(const std::string& ca_key_uri) {
+  std::string::size_type query = ca_key_uri.find('?');
+  std::string path = ca_key_uri.substr(0, query);
+  if (path.rfind("tpm2:file=", 0) != 0)
+    throw Error(ErrorKind::Usage, "cannot derive the audit key of a persistent TPM key (handle=); give its URI (--audit-key, "
+                                  "or audit-key: in a ceremony file)");
+  static const std::string suffixes[] = {".tss2.pem", ".pem"};
+  bool renamed = false;
+  for (const auto& suffix : suffixes) {
+    if (path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      path.insert(path.size() - suffix.size(), "-audit");
+      renamed = true;
+      break;
+    }
+  }
+  if (!renamed) path += "-audit";
+  std::string kept;
+  if (query != std::string::npos) {
+    std::string q = ca_key_uri.substr(query + 1);
+    for (size_t start = 0; start <= q.size();) {
+      size_t amp = q.find('&', start);
+      std::string item = q.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
+      if (!item.empty() && item.rfind("pin-source=", 0) != 0) kept += (kept.empty() ? "" : "&") + item;
+      if (amp == std::string::npos) break;
+      start = amp + 1;
+    }
+  }
+  return kept.empty() ? path : path + "?" + kept;
+}
+
+}  // namespace
+
 std::string audit_key_uri_for(const std::string& ca_key_uri) {
+  if (tokens::Registry::scheme_of(ca_key_uri) == "tpm2") return tpm2_audit_key_uri_for(ca_key_uri);
   if (tokens::Registry::scheme_of(ca_key_uri) != "pkcs11")
-    throw Error(ErrorKind::Usage, "cannot derive the audit key from a non-pkcs11 key URI; give --audit-key URI");
+    throw Error(ErrorKind::Usage, "cannot derive the audit key from a " + tokens::Registry::scheme_of(ca_key_uri) +
+                                      ": key URI; give --audit-key URI");
   // The object attribute sits in the path (before '?'), between ';' separators (RFC 7512).
   std::string::size_type query = ca_key_uri.find('?');
   std::string path = ca_key_uri.substr(0, query);

@@ -1,5 +1,6 @@
-// The audit key: a dedicated signing key next to a CA key (same token, object `<ca-object>-audit`),
-// never the CA key itself. It signs audit checkpoints and ceremony transcripts.
+// The audit key: a dedicated signing key next to a CA key (same token, object `<ca-object>-audit`; for a
+// TPM blob, `<name>-audit.tss2.pem` on the same TPM), never the CA key itself. It signs audit checkpoints
+// and ceremony transcripts.
 #pragma once
 
 #include "cli/context.h"
@@ -10,8 +11,10 @@
 
 namespace hwca::cli {
 
-// pkcs11:...;object=root;...  ->  pkcs11:...;object=root-audit;...  Error(Usage) when the URI names no
-// object (or is not a pkcs11: URI): give --audit-key then.
+// pkcs11:...;object=root;...  ->  pkcs11:...;object=root-audit;...
+// tpm2:file=/d/root.tss2.pem?tcti=X&pin-source=F  ->  tpm2:file=/d/root-audit.tss2.pem?tcti=X (next to the CA
+// key's blob, on the same TPM, without the CA key's auth value).
+// Error(Usage) when the URI names no object, is a tpm2:handle= key or has another scheme: give --audit-key then.
 std::string audit_key_uri_for(const std::string& ca_key_uri);
 
 // Opens the audit key; when it does not exist and `generate` is set, generates it (ecdsa-p256) and records

@@ -96,7 +96,7 @@ class Ceremony {
     std::vector<std::pair<std::string, std::string>> wanted = {{"sensitive", "true"},         {"extractable", "false"},
                                                                {"never-extractable", "true"}, {"local", "true"},
                                                                {"key-value-readable", "false"}, {"fixedTPM", "true"},
-                                                               {"fixedParent", "true"}};
+                                                               {"fixedParent", "true"},       {"sensitiveDataOrigin", "true"}};
     std::string seen;
     int matched = 0;
     for (const auto& [name, value] : wanted) {

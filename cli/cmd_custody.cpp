@@ -1,8 +1,12 @@
-// hwca custody split | check, and the process-wide --pin-shares option (apply_pin_shares, called by main).
+// hwca custody split | check | resume, and the process-wide --pin-shares option (apply_pin_shares, called
+// by main).
 //
 // Dual control over a PKCS#11 token: both its user PIN and its SO PIN are replaced by fresh random ASCII
 // PINs (32 characters of [A-Za-z0-9], 190 bits) and each is written as k-of-n Shamir shares, one file per
 // custodian. The user PIN alone would not be enough: whoever knows the SO PIN can C_InitPIN a new one.
+// Over a TPM key (any backend with tokens::KeyAuthChanger): the key's own auth value is replaced
+// (Esys_ObjectChangeAuth) by a fresh random one of the same kind and split; a TPM has no SO PIN that
+// could reset it.
 #include "cli/context.h"
 #include "core/base/error.h"
 #include "core/files.h"
@@ -84,9 +88,16 @@ tokens::PinChanger& pin_changer(Context& ctx, const std::string& uri) {
   auto* changer = dynamic_cast<tokens::PinChanger*>(&backend);
   if (!changer)
     throw Error(ErrorKind::BadInput, "custody of " + backend.scheme() +
-                                         ": keys is not supported yet (PKCS#11 tokens only; the TPM's ObjectChangeAuth is not wired)");
+                                         ": keys is not supported (PKCS#11 tokens and TPM keys only)");
   return *changer;
 }
+
+// The backend's per-key auth changer (tpm2:), or null for a token with PINs (pkcs11:).
+tokens::KeyAuthChanger* auth_changer(Context& ctx, const std::string& uri) {
+  return dynamic_cast<tokens::KeyAuthChanger*>(&ctx.registry.backend_for(uri));
+}
+
+std::string key_label(const std::string& uri) { return "TPM key " + uri.substr(0, uri.find('?')); }
 
 std::string token_label(const std::string& uri) {
   auto parsed = tokens::pkcs11::parse_pkcs11_uri(uri);
@@ -121,6 +132,46 @@ std::vector<std::string> write_shares(const std::vector<core::Share>& shares, co
   return written;
 }
 
+// custody split of a key with its own auth value (a TPM key): a fresh random auth value, split into shares
+// written first (removed again if nothing was changed), then the key's auth changed through the backend.
+void split_key_auth(Context& ctx, const SplitOptions& o, tokens::KeyAuthChanger& changer) {
+  if (o.so_shares || o.so_threshold || !o.so_out.empty() || !o.so_pin_source.empty() || !o.so_pin_shares.empty())
+    throw Error(ErrorKind::Usage, "--so-*: a TPM key has no SO PIN; only its auth value is split");
+  size_t length = static_cast<size_t>(o.pin_length);
+  if (length > changer.max_auth_size())
+    throw Error(ErrorKind::Usage, "--pin-length: a TPM key's auth value holds at most " + std::to_string(changer.max_auth_size()) +
+                                      " bytes");
+  std::string label = key_label(o.key);
+  auto ledger = ctx.open_ledger();  // opened first: a custody change that cannot be recorded is not done
+  prepare_empty_folder(o.out);
+  core::SecretBytes new_auth = core::random_ascii_secret(length);
+  auto shares = core::shamir_split(new_auth, o.threshold, o.shares, "auth value of " + label);
+  // Shares first: a crash after the change must not leave an auth value nobody has.
+  auto files = write_shares(shares, o.out, "");
+  for (auto& sh : shares) OPENSSL_cleanse(sh.value.data(), sh.value.size());
+  tokens::KeyAuthChanger::Progress progress;
+  std::vector<std::string> done;
+  try {
+    done = changer.change_key_auth(o.key, new_auth.view(), progress);
+  } catch (...) {
+    // Nothing changed: these shares open nothing. Past the commit point they may be the only way in: kept.
+    if (!progress.committed)
+      for (const auto& p : files) ::unlink(p.c_str());
+    throw;
+  }
+  tokens::clear_pin_override();  // the old auth value, if it came from shares, opens nothing now
+  nlohmann::json detail{{"key", o.key.substr(0, o.key.find('?'))},
+                        {"auth", {{"set", shares.front().set_id}, {"threshold", o.threshold}, {"shares", o.shares}}},
+                        {"auth_length", o.pin_length},
+                        {"steps", done}};
+  ledger->record_event("custody-split", detail.dump());
+  std::cout << label << ": auth value replaced (" << o.pin_length << " random characters) and split\n";
+  for (const auto& line : done) std::cout << "  " << line << "\n";
+  std::cout << "  auth value: " << o.threshold << " of " << o.shares << " shares:";
+  for (const auto& f : files) std::cout << " " << f;
+  std::cout << "\nhand each file to its custodian and remove it from this machine" << std::endl;
+}
+
 }  // namespace
 
 // --pin-shares a,b,c: rebuilds the PIN from the custodians' share files and makes it the PIN of every key
@@ -138,8 +189,10 @@ void add_custody_commands(CLI::App& app, Context& ctx) {
 
   auto o = std::make_shared<SplitOptions>();
   auto* split = custody->add_subcommand(
-      "split", "replace the token's user and SO PINs by fresh random ones and write them as Shamir shares");
-  split->add_option("--key", o->key, "a key URI on the token (the current user PIN comes from it, HWCA_PIN or --pin-shares)")
+      "split", "replace the token's user and SO PINs (a TPM key: its auth value) by fresh random ones and write them as Shamir shares");
+  split->add_option("--key", o->key,
+                    "a key URI on the token (the current user PIN comes from it, HWCA_PIN or --pin-shares), or a tpm2: key "
+                    "(its current auth value from its pin-source or --pin-shares)")
       ->required();
   split->add_option("--shares", o->shares, "how many user-PIN shares (custodians)")->required()->check(CLI::Range(2, 255));
   split->add_option("--threshold", o->threshold, "how many user-PIN shares unlock the key")->required()->check(CLI::Range(2, 255));
@@ -160,6 +213,10 @@ void add_custody_commands(CLI::App& app, Context& ctx) {
       if (o->threshold > o->shares) throw Error(ErrorKind::Usage, "--threshold is larger than --shares");
       if (so_threshold > so_shares) throw Error(ErrorKind::Usage, "the SO threshold is larger than the number of SO shares");
       std::string so_out = o->so_out.empty() ? o->out : o->so_out;
+      if (auto* key_changer = auth_changer(ctx, o->key)) {
+        split_key_auth(ctx, *o, *key_changer);
+        return;
+      }
       auto& changer = pin_changer(ctx, o->key);
       std::string label = token_label(o->key);
       auto ledger = ctx.open_ledger();  // opened first: a custody change that cannot be recorded is not done
@@ -207,13 +264,20 @@ void add_custody_commands(CLI::App& app, Context& ctx) {
   });
 
   auto c = std::make_shared<CheckOptions>();
-  auto* check = custody->add_subcommand("check", "check that share files rebuild a PIN the token accepts");
+  auto* check = custody->add_subcommand("check", "check that share files rebuild a PIN the token (or TPM key) accepts");
   check->add_option("--key", c->key, "a key URI on the token")->required();
   check->add_option("--shares", c->shares, "share files, comma-separated")->required();
   check->add_flag("--so", c->so, "the shares are of the SO PIN");
   check->callback([c, &ctx] {
     ctx.action = [c, &ctx] {
       ctx.check_key_uri(c->key, false, true);
+      if (auto* key_changer = auth_changer(ctx, c->key)) {
+        if (c->so) throw Error(ErrorKind::Usage, "--so: a TPM key has no SO PIN; its shares are of its auth value");
+        core::SecretBytes auth = core::combine_share_files(split_list(c->shares));
+        key_changer->check_key_auth(c->key, auth.view());
+        std::cout << "the shares rebuild the auth value of " << key_label(c->key) << std::endl;
+        return;
+      }
       auto& changer = pin_changer(ctx, c->key);
       core::SecretBytes pin = core::combine_share_files(split_list(c->shares));
       if (c->so)
@@ -221,6 +285,28 @@ void add_custody_commands(CLI::App& app, Context& ctx) {
       else
         changer.check_user_pin(c->key, pin.view());
       std::cout << "the shares rebuild the " << (c->so ? "SO" : "user") << " PIN of token " << token_label(c->key) << std::endl;
+    };
+  });
+
+  auto r = std::make_shared<std::string>();
+  auto* resume = custody->add_subcommand(
+      "resume", "finish a TPM custody split that was interrupted (the new auth value from --pin-shares: the new shares)");
+  resume->add_option("--key", *r, "the tpm2: key URI given to custody split")->required();
+  resume->callback([r, &ctx] {
+    ctx.action = [r, &ctx] {
+      ctx.check_key_uri(*r, false, true);
+      auto* changer = auth_changer(ctx, *r);
+      if (!changer) throw Error(ErrorKind::BadInput, "custody resume is for TPM keys; a PKCS#11 split changes PINs in place");
+      auto ledger = ctx.open_ledger();
+      auto done = changer->resume_key_auth_change(*r);
+      tokens::clear_pin_override();
+      if (done.empty()) {
+        std::cout << key_label(*r) << ": no interrupted custody split to finish" << std::endl;
+        return;
+      }
+      ledger->record_event("custody-resume", nlohmann::json{{"key", r->substr(0, r->find('?'))}, {"steps", done}}.dump());
+      std::cout << key_label(*r) << ": interrupted custody split finished" << std::endl;
+      for (const auto& line : done) std::cout << "  " << line << std::endl;
     };
   });
 }

@@ -438,7 +438,7 @@ void run_signer(const Context& ctx, const SignerOptions& opts) {
   // The CA key is opened once, here.
   auto key = ctx.open_ca_key(key_uri, opts.allow_file_ca_key);
   core::check_key_matches_cert(ca_cert.get(), key->public_key());
-  auto ledger = ctx.open_ledger();
+  auto ledger = ctx.open_ledger(LedgerUse::Server);
   core::Issuer issuer(ca_cert.get(), key->pkey(), *ledger);
 
   Metrics metrics;

@@ -43,7 +43,8 @@ void checkpoint_if_possible(Context& ctx, core::Ledger& ledger, const std::strin
                             const EVP_PKEY* ca_public) {
   std::string uri = named;
   if (uri.empty()) {
-    if (ca_key_uri.empty() || tokens::Registry::scheme_of(ca_key_uri) != "pkcs11") return;
+    std::string scheme = ca_key_uri.empty() ? std::string() : tokens::Registry::scheme_of(ca_key_uri);
+    if (scheme != "pkcs11" && (scheme != "tpm2" || ca_key_uri.rfind("tpm2:file=", 0) != 0)) return;
     uri = audit_key_uri_for(ca_key_uri);
     if (!ctx.registry.backend_for(uri).exists(uri)) return;
   }

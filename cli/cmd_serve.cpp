@@ -84,7 +84,7 @@ void run_serve(const Context& ctx, const ServeOptions& opts) {
   (void)serve::CfsslService::load_config(opts.config);
   LoadedCa ca = load_ca(ctx, opts.ca, opts.ca_key, opts.allow_file_ca_key);
   if (X509_check_ca(ca.cert.get()) == 0) throw Error(ErrorKind::Policy, opts.ca + " is not a CA certificate");
-  auto ledger = ctx.open_ledger();
+  auto ledger = ctx.open_ledger(LedgerUse::Server);  // automatic audit checkpoints: a background thread
   serve::CfsslService service(ca.cert.get(), ca.key->pkey(), *ledger, opts.config, opts.strict_profile);
 
   http.max_connections = fit_descriptor_limit(opts.max_connections);

@@ -1,5 +1,6 @@
 #include "cli/context.h"
 
+#include "cli/audit_auto.h"
 #include "core/base/error.h"
 
 #include <cstdlib>
@@ -9,8 +10,12 @@
 
 namespace hwca::cli {
 
-std::unique_ptr<core::Ledger> Context::open_ledger() const {
-  return core::Ledger::open(ledger_path.empty() ? core::default_ledger_path() : ledger_path);
+std::unique_ptr<core::Ledger> Context::open_ledger(LedgerUse use) const {
+  auto settings = auto_checkpoint_settings();  // a bad setting fails before the ledger is touched
+  auto ledger = core::Ledger::open(ledger_path.empty() ? core::default_ledger_path() : ledger_path);
+  if (!settings) return ledger;
+  return with_auto_checkpoints(*this, std::move(ledger), *settings,
+                               use == LedgerUse::Server ? CheckpointMode::Background : CheckpointMode::Inline);
 }
 
 void Context::check_key_uri(const std::string& uri, bool ca_key, bool allow_file_ca_key) const {
@@ -30,7 +35,9 @@ void Context::check_key_uri(const std::string& uri, bool ca_key, bool allow_file
 
 std::unique_ptr<tokens::Signer> Context::open_ca_key(const std::string& uri, bool allow_file_ca_key) const {
   check_key_uri(uri, true, allow_file_ca_key);
-  return registry.backend_for(uri).open(uri);
+  auto key = registry.backend_for(uri).open(uri);
+  refuse_audit_key_as_ca_key(*this, key->public_key());
+  return key;
 }
 
 void warn(const std::string& message) { std::cerr << "hwca: warning: " << message << std::endl; }

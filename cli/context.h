@@ -15,15 +15,21 @@
 
 namespace hwca::cli {
 
+// How a ledger will be used: by one command, or by a long-running server (automatic audit checkpoints,
+// cli/audit_auto.h, are then signed on a background thread instead of the caller's).
+enum class LedgerUse { Command, Server };
+
 struct Context {
   tokens::Registry& registry;
   std::string ledger_path;  // empty: core::default_ledger_path()
   // The action chosen by the parsed subcommand; run by main after parsing.
   std::function<void()> action;
 
-  std::unique_ptr<core::Ledger> open_ledger() const;
+  // The ledger, wrapped for automatic audit checkpoints when HWCA_AUDIT_EVERY / HWCA_AUDIT_KEY are set.
+  std::unique_ptr<core::Ledger> open_ledger(LedgerUse use = LedgerUse::Command) const;
   // Opens a key named on the command line: refuses pin-value (it would be in argv) and, when the key
   // is a CA key, a file: key unless `allow_file_ca_key`. A plain path gets a hint instead of a guess.
+  // Refuses a CA key that is the configured audit key (HWCA_AUDIT_KEY).
   std::unique_ptr<tokens::Signer> open_ca_key(const std::string& uri, bool allow_file_ca_key) const;
   void check_key_uri(const std::string& uri, bool ca_key, bool allow_file_ca_key) const;
 };

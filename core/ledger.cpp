@@ -292,6 +292,8 @@ class SqliteLedger final : public Ledger {
   std::vector<AuditEntry> audit_entries() const override;
   std::vector<AuditCheckpoint> audit_checkpoints() const override;
   long long add_audit_checkpoint(const AuditCheckpoint& checkpoint) override;
+  std::optional<AuditCheckpoint> add_audit_checkpoint_if_due(
+      long long every, const std::function<AuditCheckpoint(const AuditEntry& head)>& sign) override;
   std::vector<LedgerEntry> list() const override;
   std::vector<LedgerEvent> events() const override;
   bool has_serial(const std::string& serial_hex) const override;
@@ -655,21 +657,47 @@ std::vector<AuditCheckpoint> SqliteLedger::audit_checkpoints() const {
   return out;
 }
 
+namespace {
+
+long long insert_checkpoint(sqlite3* db, const std::string& path, const AuditCheckpoint& c) {
+  Stmt s = prepare(db, path,
+                   "INSERT INTO audit_checkpoints(entry_id, head_hash, count, at, signature, key_uri, public_key)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  if (sqlite3_bind_int64(s.get(), 1, c.entry_id) != SQLITE_OK || sqlite3_bind_int64(s.get(), 3, c.count) != SQLITE_OK)
+    fail(db, path, "binding a value");
+  bind_text(db, path, s.get(), 2, c.head_hash);
+  bind_text(db, path, s.get(), 4, c.at);
+  bind_text(db, path, s.get(), 5, c.signature);
+  bind_text(db, path, s.get(), 6, c.key_uri);
+  bind_text(db, path, s.get(), 7, c.public_key);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) fail(db, path, "could not store the audit checkpoint");
+  return static_cast<long long>(sqlite3_last_insert_rowid(db));
+}
+
+}  // namespace
+
+std::optional<AuditCheckpoint> SqliteLedger::add_audit_checkpoint_if_due(
+    long long every, const std::function<AuditCheckpoint(const AuditEntry& head)>& sign) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  // BEGIN IMMEDIATE: the database's write lock, the one every appender of the chain takes.
+  return in_transaction(m_db, m_path, "could not store the audit checkpoint", [&]() -> std::optional<AuditCheckpoint> {
+    auto head = read_audit_head(m_db, m_path);
+    if (!head) return std::nullopt;
+    Stmt q = prepare(m_db, m_path, "SELECT COALESCE(MAX(entry_id), 0) FROM audit_checkpoints");
+    if (sqlite3_step(q.get()) != SQLITE_ROW) fail(m_db, m_path, "reading the newest audit checkpoint");
+    const long long newest = sqlite3_column_int64(q.get(), 0);
+    q.reset();
+    if (head->id - newest < every) return std::nullopt;
+    AuditCheckpoint cp = sign(*head);
+    cp.id = insert_checkpoint(m_db, m_path, cp);
+    return cp;
+  });
+}
+
 long long SqliteLedger::add_audit_checkpoint(const AuditCheckpoint& c) {
   std::lock_guard<std::mutex> lock(m_mutex);
   return in_transaction(m_db, m_path, "could not store the audit checkpoint", [&] {
-    Stmt s = prepare(m_db, m_path,
-                     "INSERT INTO audit_checkpoints(entry_id, head_hash, count, at, signature, key_uri, public_key)"
-                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (sqlite3_bind_int64(s.get(), 1, c.entry_id) != SQLITE_OK || sqlite3_bind_int64(s.get(), 3, c.count) != SQLITE_OK)
-      fail(m_db, m_path, "binding a value");
-    bind_text(m_db, m_path, s.get(), 2, c.head_hash);
-    bind_text(m_db, m_path, s.get(), 4, c.at);
-    bind_text(m_db, m_path, s.get(), 5, c.signature);
-    bind_text(m_db, m_path, s.get(), 6, c.key_uri);
-    bind_text(m_db, m_path, s.get(), 7, c.public_key);
-    if (sqlite3_step(s.get()) != SQLITE_DONE) fail(m_db, m_path, "could not store the audit checkpoint");
-    return static_cast<long long>(sqlite3_last_insert_rowid(m_db));
+    return insert_checkpoint(m_db, m_path, c);
   });
 }
 

@@ -6,6 +6,7 @@
 #include "core/base/ossl.h"
 
 #include <condition_variable>
+#include <functional>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -115,6 +116,12 @@ class Ledger {
   virtual std::vector<AuditCheckpoint> audit_checkpoints() const = 0;
   // Stores a signed checkpoint; returns its id.
   virtual long long add_audit_checkpoint(const AuditCheckpoint& checkpoint) = 0;
+  // Automatic checkpoints: under the chain's write lock (so that several processes sharing the ledger
+  // make one checkpoint, not one each), reads the head and the newest checkpointed entry; when at least
+  // `every` entries are unsigned, calls `sign(head)` and stores what it returns (its id set). nullopt when
+  // none was due. `sign` runs inside the transaction: it must not use this ledger.
+  virtual std::optional<AuditCheckpoint> add_audit_checkpoint_if_due(
+      long long every, const std::function<AuditCheckpoint(const AuditEntry& head)>& sign) = 0;
 
   virtual std::vector<LedgerEntry> list() const = 0;
   virtual std::vector<LedgerEvent> events() const = 0;

@@ -515,6 +515,28 @@ std::vector<AuditCheckpoint> PgLedger::audit_checkpoints() const {
   return out;
 }
 
+std::optional<AuditCheckpoint> PgLedger::add_audit_checkpoint_if_due(
+    long long every, const std::function<AuditCheckpoint(const AuditEntry& head)>& sign) {
+  Lease lease(*this);
+  PGconn* c = lease.get();
+  return in_transaction(c, m_path, "could not store the audit checkpoint", [&]() -> std::optional<AuditCheckpoint> {
+    // The chain lock every appender takes: one checkpoint per due point, whichever server gets here first.
+    run(c, m_path, "locking the audit chain", "SELECT pg_advisory_xact_lock($1::bigint)", {std::to_string(kAuditLockKey)});
+    auto head = read_audit_head(c, m_path);
+    if (!head) return std::nullopt;
+    Result r = run(c, m_path, "reading the newest audit checkpoint", "SELECT COALESCE(MAX(entry_id), 0) FROM audit_checkpoints");
+    if (head->id - integer(r.get(), 0, 0) < every) return std::nullopt;
+    AuditCheckpoint cp = sign(*head);
+    Result ins = run(c, m_path, "could not store the audit checkpoint",
+                     "INSERT INTO audit_checkpoints(entry_id, head_hash, count, at, signature, key_uri, public_key)"
+                     " VALUES ($1::bigint, $2, $3::bigint, $4, $5, $6, $7) RETURNING id",
+                     {std::to_string(cp.entry_id), cp.head_hash, std::to_string(cp.count), cp.at, cp.signature,
+                      cp.key_uri, cp.public_key});
+    cp.id = integer(ins.get(), 0, 0);
+    return cp;
+  });
+}
+
 long long PgLedger::add_audit_checkpoint(const AuditCheckpoint& cp) {
   Lease lease(*this);
   PGconn* c = lease.get();

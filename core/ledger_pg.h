@@ -47,6 +47,8 @@ class PgLedger final : public Ledger {
   std::vector<AuditEntry> audit_entries() const override;
   std::vector<AuditCheckpoint> audit_checkpoints() const override;
   long long add_audit_checkpoint(const AuditCheckpoint& checkpoint) override;
+  std::optional<AuditCheckpoint> add_audit_checkpoint_if_due(
+      long long every, const std::function<AuditCheckpoint(const AuditEntry& head)>& sign) override;
   std::vector<LedgerEntry> list() const override;
   std::vector<LedgerEvent> events() const override;
   bool has_serial(const std::string& serial_hex) const override;

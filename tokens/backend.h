@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -72,6 +73,31 @@ class TokenInitializer {
   virtual ~TokenInitializer() = default;
   // `uri` names the token (token=LABEL, module-path, pin-source for the user PIN).
   virtual void init_token(const std::string& uri, const std::string& so_pin) = 0;
+};
+
+// Optional capability: replace the secret that unlocks one key (custody of a TPM key:
+// Esys_ObjectChangeAuth). The current secret comes from the key URI's pin-source, else the process-wide
+// override (tokens/pin.h, `--pin-shares`). A wrong current secret is never retried.
+class KeyAuthChanger {
+ public:
+  // Set by change_key_auth at the point after which the new secret may be the only way into the key: a
+  // caller that wrote the new secret somewhere (share files) must keep it from then on, even on failure.
+  struct Progress {
+    bool committed = false;
+  };
+  virtual ~KeyAuthChanger() = default;
+  // The longest auth value the key can take (a TPM key: its name algorithm's digest size, 32 bytes).
+  virtual size_t max_auth_size() const = 0;
+  // Gives the key `new_auth` and proves it with one signature. When this returns, the key the URI names
+  // opens with `new_auth` and not with the old value (older copies of a key blob: see docs/ceremony.md).
+  // Before `progress.committed` is set nothing has changed (an error leaves the key as it was). Returns
+  // what was done, one line each, for people.
+  virtual std::vector<std::string> change_key_auth(const std::string& uri, std::string_view new_auth, Progress& progress) = 0;
+  // Completes a change_key_auth that did not finish (the process died), with the NEW secret from the
+  // URI's sources or the override. Returns what was done; empty when there was nothing to finish.
+  virtual std::vector<std::string> resume_key_auth_change(const std::string& uri) = 0;
+  // Opens the key with `auth` (not from any source) and makes one signature: Error(Token) when refused.
+  virtual void check_key_auth(const std::string& uri, std::string_view auth) = 0;
 };
 
 // Throws Error(Usage) when a pkcs11: URI carries `pin-value` (the PIN would be visible in the process

@@ -173,17 +173,18 @@ bool has_pin_override() noexcept {
   return o.page != nullptr;
 }
 
+std::optional<SecretString> pin_override_copy() {
+  auto& o = pin_override();
+  std::lock_guard lock(o.mutex);
+  if (!o.page) return std::nullopt;
+  std::string copy(reinterpret_cast<const char*>(o.page), o.size);
+  SecretString pin(copy);
+  cleanse(copy);
+  return pin;
+}
+
 SecretString resolve_pin(const PinSources& sources) {
-  {
-    auto& o = pin_override();
-    std::lock_guard lock(o.mutex);
-    if (o.page) {
-      std::string copy(reinterpret_cast<const char*>(o.page), o.size);
-      SecretString pin(copy);
-      cleanse(copy);
-      return pin;
-    }
-  }
+  if (auto pin = pin_override_copy()) return std::move(*pin);
   if (sources.pin_source) return read_pin_source(*sources.pin_source);
   if (sources.pin_value && sources.allow_pin_value) return SecretString(*sources.pin_value);
   if (sources.pin_value)

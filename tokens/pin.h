@@ -44,6 +44,10 @@ void set_pin_override(const void* data, size_t size);
 void clear_pin_override() noexcept;
 bool has_pin_override() noexcept;
 
+// A copy of the process-wide override, or nullopt when none is set (for backends whose keys each have a
+// secret of their own, such as TPM keys, where a key's own pin-source comes first).
+std::optional<SecretString> pin_override_copy();
+
 // Resolves a PIN, first match wins:
 //   0. the process-wide override (set_pin_override), when set;
 //   1. pin-source=file:/path (or a bare path): the file's contents, one trailing newline stripped;

@@ -66,6 +66,11 @@ cat > ca-config.json <<EOF2
  "auth_keys":{"key1":{"type":"standard","key":"$AUTH_KEY_HEX"}}}
 EOF2
 make_csrs csrs 16
+# Automatic audit checkpoints every 50 entries, signed by an audit key in the same token: with two
+# servers appending, the ledger's chain lock makes one checkpoint per due point, not one per server.
+AUDIT_KEY=$(key_uri serve-ca ca-audit)
+"$HWCA" key generate --key "$AUDIT_KEY" --algo ecdsa-p256 >/dev/null
+export HWCA_AUDIT_EVERY=50 HWCA_AUDIT_KEY="$AUDIT_KEY"
 
 # Two servers on one ledger, each with its own log.
 start_server() {  # NAME PORT: sets PID_<NAME>
@@ -126,6 +131,15 @@ done
 ok
 cat a1.pem a2.pem b1.pem b2.pem > all.pem
 verify_all ca.pem all.pem "$total"
+
+# Checkpoints: each at its own entry, at least 50 entries apart, and some were made.
+unset HWCA_AUDIT_EVERY HWCA_AUDIT_KEY
+q 'SELECT entry_id FROM audit_checkpoints ORDER BY entry_id' > cps.txt
+[ "$(wc -l < cps.txt)" -ge 2 ] || fail "too few automatic checkpoints: $(wc -l < cps.txt)"
+[ -z "$(uniq -d cps.txt)" ] || fail "two checkpoints at the same entry: $(uniq -d cps.txt | head -3)"
+awk 'NR > 1 && $1 - prev < 50 {bad = 1; print prev, $1} {prev = $1} END {exit bad}' cps.txt > close.txt ||
+  fail "checkpoints closer than 50 entries (one per server, not one per due point): $(head -3 close.txt)"
+ok
 
 # One chain, no gaps, as many certificate-issued entries as certificates.
 [ "$(q "SELECT count(*) FROM audit_events WHERE kind = 'certificate-issued'")" = "$total" ] || fail "certificate-issued audit entries"

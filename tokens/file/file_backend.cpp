@@ -204,6 +204,67 @@ void write_new_private_file(const std::string& path, const std::string& data) {
   }
 }
 
+bool replace_private_file(const std::string& path, const std::string& data) {
+  int old_fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (old_fd < 0) {
+    int err = errno;
+    if (err == ENOENT) throw Error(ErrorKind::NotFound, path + " does not exist");
+    throw Error(ErrorKind::Io, "cannot open " + path + ": " + std::strerror(err));
+  }
+  struct OldFile {
+    int fd;
+    ~OldFile() { ::close(fd); }
+  } old{old_fd};
+  std::string folder = folder_of(path);
+  std::string tmpl = path + ".tmp.XXXXXX";
+  int fd = ::mkstemp(tmpl.data());  // mode 0600
+  if (fd < 0) throw Error(ErrorKind::Io, "cannot create a file in " + folder + ": " + std::strerror(errno));
+  auto fail = [&](const std::string& what) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    throw Error(ErrorKind::Io, what + " " + tmpl + ": " + std::strerror(err));
+  };
+  if (::fchmod(fd, 0600) != 0) fail("cannot set the mode of");
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("cannot write");
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("cannot fsync");
+  if (::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmpl.c_str());
+    throw Error(ErrorKind::Io, "cannot write " + tmpl + ": " + std::strerror(err));
+  }
+  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmpl.c_str());
+    throw Error(ErrorKind::Io, "cannot replace " + path + ": " + std::strerror(err));
+  }
+  int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0 || ::fsync(dir) != 0) {
+    int err = errno;
+    if (dir >= 0) ::close(dir);
+    throw Error(ErrorKind::Io, "replaced " + path + " but could not fsync " + folder + ": " + std::strerror(err));
+  }
+  ::close(dir);
+  // The new content is durable under the name: now the old bytes, unless another name still uses them.
+  struct stat st {};
+  if (::fstat(old.fd, &st) != 0 || st.st_nlink != 0 || st.st_size <= 0) return false;
+  std::string zeros(static_cast<size_t>(st.st_size), '\0');
+  done = 0;
+  while (done < zeros.size()) {
+    ssize_t n = ::pwrite(old.fd, zeros.data() + done, zeros.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return ::fsync(old.fd) == 0;
+}
+
 std::unique_ptr<KeyBackend> make_file_backend() { return std::make_unique<FileBackend>(); }
 
 }  // namespace hwca::tokens

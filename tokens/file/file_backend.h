@@ -20,4 +20,13 @@ std::string file_uri_path(const std::string& uri);
 // Error(Conflict) when `path` exists.
 void write_new_private_file(const std::string& path, const std::string& data);
 
+// Replaces the existing key file `path` with `data` (mode 0600) so that at every moment the name holds
+// either the whole old content or the whole new one: a temporary file in the same folder, fsync, rename
+// over `path`, fsync of the folder. Only then, when no other name links to the old file, its bytes are
+// overwritten with zeros through a descriptor opened before the rename (best effort: a copy-on-write or
+// journalling file system, an SSD's remapping, backups and snapshots may keep them). Returns true when
+// the old bytes were overwritten. Error(NotFound) when `path` does not exist; on any error before the
+// rename, `path` is untouched.
+bool replace_private_file(const std::string& path, const std::string& data);
+
 }  // namespace hwca::tokens

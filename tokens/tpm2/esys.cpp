@@ -286,6 +286,48 @@ void make_persistent(ESYS_CONTEXT* ctx, const Object& key, std::uint32_t handle)
   Esys_TR_Close(ctx, &persistent);
 }
 
+void evict_persistent(ESYS_CONTEXT* ctx, Object& key, std::uint32_t handle) {
+  ESYS_TR none = ESYS_TR_NONE;
+  TSS2_RC rc = Esys_EvictControl(ctx, ESYS_TR_RH_OWNER, key.tr(), ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, handle, &none);
+  if (rc != TSS2_RC_SUCCESS) throw_rc(ErrorKind::Token, "Esys_EvictControl", rc, "freeing TPM handle " + handle_hex(handle));
+  if (none != ESYS_TR_NONE) Esys_TR_Close(ctx, &none);
+  key.reset();
+}
+
+std::vector<std::uint32_t> parent_candidates(ESYS_CONTEXT* ctx) {
+  if (persistent_exists(ctx, kSrkHandle)) return {kSrkHandle, kOwnerHierarchy};
+  return {kOwnerHierarchy};
+}
+
+TPM2B_PRIVATE change_auth(ESYS_CONTEXT* ctx, const Object& key, const Object& parent, const std::string& new_auth,
+                          const std::string& what) {
+  TPM2B_AUTH value{};
+  if (new_auth.empty() || new_auth.size() > sizeof(value.buffer))
+    throw Error(ErrorKind::BadInput, "the new auth value must be 1 to " + std::to_string(sizeof(value.buffer)) + " bytes");
+  value.size = static_cast<UINT16>(new_auth.size());
+  std::memcpy(value.buffer, new_auth.data(), new_auth.size());
+  EsysFree<TPM2B_PRIVATE> priv;
+  TSS2_RC rc = Esys_ObjectChangeAuth(ctx, key.tr(), parent.tr(), ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &value, &priv.p);
+  OPENSSL_cleanse(&value, sizeof value);
+  if (rc != TSS2_RC_SUCCESS) {
+    if (is_auth_failure(rc))
+      throw_rc(ErrorKind::Token, "Esys_ObjectChangeAuth", rc,
+               "wrong auth value for " + what + " (not retried: the TPM counts failures towards its dictionary-attack lockout)");
+    if (rc_base(rc) == TPM2_RC_LOCKOUT)
+      throw_rc(ErrorKind::Token, "Esys_ObjectChangeAuth", rc, "the TPM is in dictionary-attack lockout; wait, or reset it with the lockout auth");
+    if (rc_base(rc) == TPM2_RC_TYPE)
+      throw_rc(ErrorKind::BadInput, "Esys_ObjectChangeAuth", rc, "this storage parent is not the parent of " + what);
+    throw_rc(ErrorKind::Token, "Esys_ObjectChangeAuth", rc, "changing the auth value of " + what);
+  }
+  TPM2B_PRIVATE out = *priv.p;
+  OPENSSL_cleanse(priv.p, sizeof *priv.p);
+  return out;
+}
+
+bool is_wrong_parent(const Error& e) {
+  return e.call() == "Esys_ObjectChangeAuth" && rc_base(static_cast<TSS2_RC>(e.backend_code())) == TPM2_RC_TYPE;
+}
+
 TPM2B_PUBLIC read_public(ESYS_CONTEXT* ctx, const Object& key) {
   EsysFree<TPM2B_PUBLIC> pub;
   EsysFree<TPM2B_NAME> name;

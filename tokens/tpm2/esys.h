@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace hwca::tokens::tpm2 {
 
@@ -116,6 +117,21 @@ KeyBlob create_key(ESYS_CONTEXT* ctx, const Object& parent, const TPM2B_PUBLIC& 
 Object load_key(ESYS_CONTEXT* ctx, const Object& parent, const KeyBlob& blob, const std::string& what);
 // Esys_EvictControl into `handle` (owner hierarchy); Conflict when the handle got taken.
 void make_persistent(ESYS_CONTEXT* ctx, const Object& key, std::uint32_t handle);
+// Esys_EvictControl on a persistent object: frees its handle, which destroys that copy of the key. `key`
+// (opened with open_persistent) is closed.
+void evict_persistent(ESYS_CONTEXT* ctx, Object& key, std::uint32_t handle);
+// The storage parents a key may have been made under, the likeliest first: default_parent(), then the
+// other one (a key made before a storage key was put at kSrkHandle, or after it was removed).
+std::vector<std::uint32_t> parent_candidates(ESYS_CONTEXT* ctx);
+// Esys_ObjectChangeAuth: a new private part of `key` (loaded or persistent, its current auth value set)
+// that carries `new_auth`, for loading under `parent`. The TPM does not change the key it holds: a
+// persistent key keeps its old auth value, and an older blob still loads with the old one.
+// Error(Token) naming the wrong auth value (not retried: it counts towards the dictionary-attack lockout);
+// Error(BadInput) with call "Esys_ObjectChangeAuth" and code TPM_RC_TYPE when `parent` is not the key's
+// parent (see is_wrong_parent).
+TPM2B_PRIVATE change_auth(ESYS_CONTEXT* ctx, const Object& key, const Object& parent, const std::string& new_auth,
+                          const std::string& what);
+bool is_wrong_parent(const Error& e);
 // Esys_ReadPublic: the public area as the TPM reports it.
 TPM2B_PUBLIC read_public(ESYS_CONTEXT* ctx, const Object& key);
 // Esys_TR_SetAuth.

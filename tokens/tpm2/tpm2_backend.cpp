@@ -8,11 +8,15 @@
 #include "tokens/tpm2/tss2_key.h"
 #include "tokens/tpm2/uri.h"
 
+#include <openssl/crypto.h>
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <sys/stat.h>
+#include <vector>
 
 namespace hwca::tokens {
 
@@ -105,13 +109,68 @@ SecretString auth_of(const Tpm2Uri& uri) {
   return auth;
 }
 
+// The auth value of an existing key: its own pin-source, else the process-wide override (--pin-shares) when
+// the key has an auth value or may have one (a blob that says emptyAuth FALSE, or a persistent key), else
+// empty. The key's own pin-source comes first: each TPM key has its own secret, and a wrong one counts
+// towards the TPM's dictionary-attack lockout.
+SecretString existing_auth(const Tpm2Uri& uri, bool blob_says_empty) {
+  if (uri.pin_source) return auth_of(uri);
+  if (blob_says_empty) return SecretString();
+  if (auto shared = pin_override_copy()) {
+    if (shared->size() > kMaxAuth)
+      throw Error(ErrorKind::BadInput, "the secret the shares rebuild is longer than " + std::to_string(kMaxAuth) +
+                                           " bytes: it is not a TPM key's auth value");
+    return std::move(*shared);
+  }
+  return SecretString();
+}
+
+// The staging handle of a persistent key during custody split: the handle with bit 22 flipped
+// (0x81000100 <-> 0x81400100), in the owner range like the key's own. Fixed, so that an interrupted
+// split can be found and finished.
+constexpr std::uint32_t kStagingBit = 0x00400000;
+std::uint32_t staging_handle(std::uint32_t handle) { return handle ^ kStagingBit; }
+
+// One signature with `key` (loaded or persistent, its auth value set), verified with the public key.
+void test_signature(ESYS_CONTEXT* ctx, const Object& key, const TPMT_PUBLIC& pub, const std::string& what) {
+  EVP_PKEY_ptr public_key = public_key_of(pub);
+  const EVP_MD* md = digest_for(public_key.get());
+  const std::string data = "hwca tpm2 key check";
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &len, md, nullptr) != 1) throw_openssl(ErrorKind::Internal, "EVP_Digest");
+  std::string sig = tpm2::sign_digest(ctx, key, pub, md, std::string(reinterpret_cast<char*>(digest), len), what);
+  EVP_PKEY_CTX_ptr vctx(EVP_PKEY_CTX_new(public_key.get(), nullptr));
+  if (!vctx || EVP_PKEY_verify_init(vctx.get()) != 1 || EVP_PKEY_CTX_set_signature_md(vctx.get(), md) != 1 ||
+      EVP_PKEY_verify(vctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(), digest, len) != 1) {
+    drain_openssl_errors();
+    throw Error(ErrorKind::Token, "the TPM's signature with " + what + " does not verify with its public key");
+  }
+}
+
+// ObjectChangeAuth under whichever storage parent the key was made under (a persistent key does not
+// record it). Returns the new private part and leaves the parent that took it in `parent`.
+TPM2B_PRIVATE change_auth_any_parent(ESYS_CONTEXT* ctx, const Object& key, Object& parent, const std::string& new_auth,
+                                     const std::string& what) {
+  auto candidates = parent_candidates(ctx);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    parent = storage_parent(ctx, candidates[i]);
+    try {
+      return change_auth(ctx, key, parent, new_auth, what);
+    } catch (const Error& e) {
+      if (!is_wrong_parent(e) || i + 1 == candidates.size()) throw;
+    }
+  }
+  throw Error(ErrorKind::Internal, "no storage parent to try");
+}
+
 void require_signing_key(const TPMT_PUBLIC& pub, const std::string& what) {
   if (!(pub.objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) || (pub.objectAttributes & TPMA_OBJECT_RESTRICTED))
     throw Error(ErrorKind::BadInput, what + " is not an unrestricted signing key (hwca needs sign set and restricted clear)");
   spec_of(pub);
 }
 
-class Tpm2Backend final : public KeyBackend {
+class Tpm2Backend final : public KeyBackend, public KeyAuthChanger {
  public:
   Tpm2Backend() {
     // tpm2-tss logs its own errors to stderr; hwca reports them as one line. TSS2_LOG set by the user wins.
@@ -197,6 +256,81 @@ class Tpm2Backend final : public KeyBackend {
     return ref.connection->run([&](ESYS_CONTEXT* ctx) { return persistent_exists(ctx, *ref.uri.handle); }, true);
   }
 
+  size_t max_auth_size() const override { return kMaxAuth; }
+
+  void check_key_auth(const std::string& uri_text, std::string_view auth) override {
+    KeyRef ref = resolve(uri_text);
+    TPMT_PUBLIC pub = locate_public(ref);
+    if (ref.uri.file && ref.empty_auth)
+      throw Error(ErrorKind::BadInput, *ref.uri.file + " has no auth value (emptyAuth TRUE): no shares open it");
+    if (auth.empty() || auth.size() > kMaxAuth)
+      throw Error(ErrorKind::BadInput, "a TPM key's auth value is 1 to " + std::to_string(kMaxAuth) + " bytes");
+    ref.auth = SecretString(std::string(auth));
+    ref.connection->run(
+        [&](ESYS_CONTEXT* ctx) {
+          Object key = ref.load(ctx);
+          set_auth(ctx, key, ref.auth.str());
+          test_signature(ctx, key, pub, ref.what());
+        },
+        false);
+  }
+
+  std::vector<std::string> change_key_auth(const std::string& uri_text, std::string_view new_auth_view,
+                                           Progress& progress) override {
+    KeyRef ref = resolve(uri_text);
+    TPMT_PUBLIC pub = locate(ref);
+    require_signing_key(pub, ref.what());
+    if (new_auth_view.empty() || new_auth_view.size() > kMaxAuth)
+      throw Error(ErrorKind::BadInput, "a TPM key's auth value is 1 to " + std::to_string(kMaxAuth) + " bytes");
+    SecretString new_auth{std::string(new_auth_view)};
+    if (ref.uri.file) return change_blob_auth(ref, pub, new_auth, progress);
+    return change_persistent_auth(ref, new_auth, progress);
+  }
+
+  std::vector<std::string> resume_key_auth_change(const std::string& uri_text) override {
+    KeyRef ref = resolve(uri_text);
+    if (ref.uri.file) return {};  // a blob is replaced by one rename: there is nothing to finish
+    ref.auth = existing_auth(ref.uri, false);
+    if (ref.auth.empty())
+      throw Error(ErrorKind::BadInput, "custody resume needs the new auth value: --pin-shares (the shares the split wrote)");
+    const std::uint32_t handle = *ref.uri.handle;
+    const std::uint32_t staging = staging_handle(handle);
+    std::vector<std::string> done;
+    ref.connection->run(
+        [&](ESYS_CONTEXT* ctx) {
+          if (!persistent_exists(ctx, staging)) return;
+          Object staged = open_persistent(ctx, staging, "TPM handle " + handle_hex(staging));
+          TPM2B_PUBLIC staged_pub = read_public(ctx, staged);
+          bool at_handle = persistent_exists(ctx, handle);
+          if (at_handle) {
+            Object current = open_persistent(ctx, handle, ref.what());
+            if (marshal_public(read_public(ctx, current)) != marshal_public(staged_pub))
+              throw Error(ErrorKind::Conflict, "TPM handle " + handle_hex(staging) + " holds another key than " +
+                                                   handle_hex(handle) + ": not an interrupted custody split; not touching it");
+          }
+          require_signing_key(staged_pub.publicArea, "TPM handle " + handle_hex(staging));
+          // The staged copy must open with the shares' secret before anything is freed.
+          set_auth(ctx, staged, ref.auth.str());
+          test_signature(ctx, staged, staged_pub.publicArea, "the staged copy at " + handle_hex(staging));
+          done.push_back("the copy at staging handle " + handle_hex(staging) + " opens with the new auth value");
+          Object parent;
+          KeyBlob blob;
+          blob.pub = staged_pub;
+          blob.priv = change_auth_any_parent(ctx, staged, parent, ref.auth.str(), "the staged copy at " + handle_hex(staging));
+          if (at_handle) {
+            Object current = open_persistent(ctx, handle, ref.what());
+            evict_persistent(ctx, current, handle);
+            done.push_back("freed " + handle_hex(handle) + " (the copy left there by the interrupted split)");
+          }
+          persist_copy(ctx, parent, blob, handle, ref.auth.str(), ref.what());
+          done.push_back("the key is at " + handle_hex(handle) + " again, with the new auth value (verified)");
+          evict_persistent(ctx, staged, staging);
+          done.push_back("freed the staging handle " + handle_hex(staging));
+        },
+        false);
+    return done;
+  }
+
   KeyDescription describe(const std::string& uri_text) override {
     KeyRef ref = resolve(uri_text);
     if (ref.uri.file) read_blob(ref);
@@ -258,23 +392,158 @@ class Tpm2Backend final : public KeyBackend {
 
   // The key's public area, and its auth value: from the blob (file=) or the TPM (handle=).
   static TPMT_PUBLIC locate(KeyRef& ref) {
+    TPMT_PUBLIC pub = locate_public(ref);
     if (ref.uri.file) {
-      read_blob(ref);
       if (ref.empty_auth && ref.uri.pin_source)
         throw Error(ErrorKind::BadInput, *ref.uri.file + " has no auth value (emptyAuth TRUE): remove pin-source from the key URI");
-      if (!ref.empty_auth && !ref.uri.pin_source)
-        throw Error(ErrorKind::BadInput, *ref.uri.file + " needs its auth value: add pin-source=file:/path to the key URI");
-      ref.auth = auth_of(ref.uri);
+      ref.auth = existing_auth(ref.uri, ref.empty_auth);
+      if (!ref.empty_auth && ref.auth.empty())
+        throw Error(ErrorKind::BadInput, *ref.uri.file +
+                                             " needs its auth value: add pin-source=file:/path to the key URI, or give the "
+                                             "custodians' shares with --pin-shares");
+      return pub;
+    }
+    ref.auth = existing_auth(ref.uri, false);
+    ref.empty_auth = ref.auth.empty();
+    return pub;
+  }
+
+  // The key's public area only: the blob read (file=), or the TPM asked (handle=). A persistent key that
+  // is missing while its staging handle is occupied is reported as an interrupted custody split.
+  static TPMT_PUBLIC locate_public(KeyRef& ref) {
+    if (ref.uri.file) {
+      read_blob(ref);
       return ref.blob->pub.publicArea;
     }
-    ref.auth = auth_of(ref.uri);
-    ref.empty_auth = ref.auth.empty();
+    const std::uint32_t handle = *ref.uri.handle;
     return ref.connection->run(
         [&](ESYS_CONTEXT* ctx) {
-          Object key = open_persistent(ctx, *ref.uri.handle, ref.what());
-          return read_public(ctx, key).publicArea;
+          try {
+            Object key = open_persistent(ctx, handle, ref.what());
+            return read_public(ctx, key).publicArea;
+          } catch (const Error& e) {
+            if (e.kind() != ErrorKind::NotFound || !persistent_exists(ctx, staging_handle(handle))) throw;
+            throw Error(ErrorKind::NotFound,
+                        std::string(e.what()) + "; its staging handle " + handle_hex(staging_handle(handle)) +
+                            " holds a key: a custody split was interrupted. Finish it with `hwca custody resume --key URI "
+                            "--pin-shares ...` (the new shares)",
+                        e.call(), e.backend_code(), e.code_name());
+          }
         },
         true);
+  }
+
+  // Loads `blob` under `parent`, makes it persistent at `handle` and proves it signs there with `auth`.
+  static void persist_copy(ESYS_CONTEXT* ctx, const Object& parent, const KeyBlob& blob, std::uint32_t handle,
+                           const std::string& auth, const std::string& what) {
+    {
+      Object loaded = load_key(ctx, parent, blob, what);
+      make_persistent(ctx, loaded, handle);
+    }
+    Object placed = open_persistent(ctx, handle, "TPM handle " + handle_hex(handle));
+    set_auth(ctx, placed, auth);
+    test_signature(ctx, placed, blob.pub.publicArea, "TPM handle " + handle_hex(handle));
+  }
+
+  // A blob: ObjectChangeAuth gives a new private part; it is loaded and signs with the new auth value
+  // before the file is touched; then the file is replaced in one rename (old content until the new one
+  // is durable) and the old bytes overwritten.
+  std::vector<std::string> change_blob_auth(KeyRef& ref, const TPMT_PUBLIC& pub, const SecretString& new_auth,
+                                            Progress& progress) {
+    const std::string path = *ref.uri.file;
+    Tss2PrivateKey pem = decode_tss2_pem(read_file(path), path);
+    KeyBlob fresh = ref.connection->run(
+        [&](ESYS_CONTEXT* ctx) {
+          Object parent = storage_parent(ctx, ref.parent);
+          KeyBlob out;
+          out.pub = ref.blob->pub;
+          {
+            Object key = load_key(ctx, parent, *ref.blob, ref.what());
+            set_auth(ctx, key, ref.auth.str());
+            out.priv = change_auth(ctx, key, parent, new_auth.str(), ref.what());
+          }
+          Object loaded = load_key(ctx, parent, out, ref.what());
+          parent.reset();
+          set_auth(ctx, loaded, new_auth.str());
+          test_signature(ctx, loaded, pub, "the new blob of " + ref.what());
+          return out;
+        },
+        false);
+    pem.empty_auth = false;
+    pem.privkey = marshal_private(fresh.priv);
+    std::string text = encode_tss2_pem(pem);
+    progress.committed = true;  // from the rename on, only the new auth value opens this file
+    bool wiped = replace_private_file(path, text);
+    std::vector<std::string> done{"the TPM made a new blob with the new auth value; it loads and signs (verified)",
+                                  path + " replaced in one rename (the old content stayed until the new one was on disk)"};
+    done.push_back(wiped ? "the old blob's bytes were overwritten in place (copies elsewhere, backups and copy-on-write "
+                           "file systems may still hold it: destroy them)"
+                         : "the old blob's bytes could not be overwritten (another name links to them?): destroy every "
+                           "old copy of " + path);
+    return done;
+  }
+
+  // A persistent key at H. The TPM cannot change a persistent key's auth value in place: ObjectChangeAuth
+  // returns a new private part, which is loaded and made persistent at the staging handle S; only once S
+  // is persisted and signs with the new auth value is H freed; then the new key is made persistent at H
+  // again (so the URI keeps working) and S is freed. Before H is freed, any failure frees S again and
+  // leaves the key as it was. If the process dies midway, `custody resume` finishes (docs/ceremony.md).
+  std::vector<std::string> change_persistent_auth(KeyRef& ref, const SecretString& new_auth, Progress& progress) {
+    const std::uint32_t handle = *ref.uri.handle;
+    const std::uint32_t staging = staging_handle(handle);
+    std::vector<std::string> done;
+    ref.connection->run(
+        [&](ESYS_CONTEXT* ctx) {
+          if (persistent_exists(ctx, staging))
+            throw Error(ErrorKind::Conflict,
+                        "TPM handle " + handle_hex(staging) + " (the staging handle of " + handle_hex(handle) +
+                            ") is occupied: if a custody split of this key was interrupted, finish it with `hwca custody "
+                            "resume --key URI --pin-shares ...`; otherwise free " + handle_hex(staging) + " first");
+          Object key = open_persistent(ctx, handle, ref.what());
+          set_auth(ctx, key, ref.auth.str());
+          Object parent;
+          KeyBlob fresh;
+          fresh.pub = read_public(ctx, key);
+          fresh.priv = change_auth_any_parent(ctx, key, parent, new_auth.str(), ref.what());
+          done.push_back("the TPM made a new private part with the new auth value");
+          // 1. The new key at S, proven, while H still holds the old one.
+          try {
+            persist_copy(ctx, parent, fresh, staging, new_auth.str(), "the new key at " + handle_hex(staging));
+          } catch (...) {
+            try {
+              if (persistent_exists(ctx, staging)) {
+                Object staged = open_persistent(ctx, staging, "TPM handle " + handle_hex(staging));
+                evict_persistent(ctx, staged, staging);
+              }
+            } catch (...) {
+            }
+            throw;
+          }
+          done.push_back("the new key is persistent at staging handle " + handle_hex(staging) + " and signs (verified)");
+          // 2. From here the new auth value may be the only way in.
+          progress.committed = true;
+          try {
+            evict_persistent(ctx, key, handle);
+            done.push_back("freed " + handle_hex(handle) + " (the copy with the old auth value)");
+            // 3. The new key at H again, so that the URI keeps working; then S freed.
+            persist_copy(ctx, parent, fresh, handle, new_auth.str(), ref.what());
+            parent.reset();
+            done.push_back("the new key is persistent at " + handle_hex(handle) + " and signs (verified)");
+            Object staged = open_persistent(ctx, staging, "TPM handle " + handle_hex(staging));
+            evict_persistent(ctx, staged, staging);
+            done.push_back("freed the staging handle " + handle_hex(staging));
+          } catch (const Error& e) {
+            OPENSSL_cleanse(&fresh.priv, sizeof fresh.priv);
+            throw Error(e.kind(),
+                        std::string(e.what()) + "; the custody split stopped after the new key was made persistent at " +
+                            handle_hex(staging) + ": keep the new shares and finish with `hwca custody resume --key URI "
+                            "--pin-shares ...`",
+                        e.call(), e.backend_code(), e.code_name());
+          }
+          OPENSSL_cleanse(&fresh.priv, sizeof fresh.priv);
+        },
+        false);
+    return done;
   }
 
   std::shared_ptr<Connection> connection(const std::string& tcti) {
