@@ -2,6 +2,7 @@
 
 #include "core/base/error.h"
 #include "core/base/ossl.h"
+#include "core/base/process.h"
 
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
@@ -105,6 +106,7 @@ std::uint8_t gf256_inv(std::uint8_t a) {
 
 SecretBytes::SecretBytes(size_t size) : m_size(size) {
   if (size == 0) return;
+  protect_secrets_in_memory();
   long page = ::sysconf(_SC_PAGESIZE);
   size_t psize = page > 0 ? static_cast<size_t>(page) : 4096;
   m_mapped = (size + psize - 1) / psize * psize;

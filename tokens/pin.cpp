@@ -2,6 +2,7 @@
 
 #include "core/base/error.h"
 #include "core/base/ossl.h"
+#include "core/base/process.h"
 
 #include <openssl/crypto.h>
 
@@ -27,6 +28,7 @@ void cleanse(std::string& s) noexcept {
 SecretString::SecretString(std::string value) : m_value(value) {
   // `value` is a by-value copy: wipe it rather than letting it die with the PIN in it.
   cleanse(value);
+  protect_secrets_in_memory();  // from the first PIN on: no core dump, not dumpable
 }
 
 SecretString::~SecretString() { cleanse(m_value); }
