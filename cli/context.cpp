@@ -51,7 +51,14 @@ void use_embedded_softhsm_default() {
 
 std::string read_input(const std::string& path) {
   if (path == "-") {
-    std::string data((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    // Bounded as read_file is: an endless stdin (< /dev/zero) is an error, not a hang.
+    constexpr std::size_t kMaxInput = 64u * 1024 * 1024;
+    std::string data;
+    char buf[65536];
+    while (std::cin.read(buf, sizeof buf) || std::cin.gcount() > 0) {
+      data.append(buf, static_cast<std::size_t>(std::cin.gcount()));
+      if (data.size() > kMaxInput) throw Error(ErrorKind::BadInput, "standard input: larger than 64 MiB; not an input hwca reads");
+    }
     if (std::cin.bad()) throw Error(ErrorKind::Io, "cannot read standard input");
     return data;
   }

@@ -128,4 +128,10 @@ out=$("$HWCA" sign --ca ca.pem --ca-key "$uri" --csr l.csr 2>/dev/null) && fail 
 rows_after=$(sqlite3 "$HWCA_HOME/ledger.db" "select count(*) from certificates")
 [ "$rows_before" = "$rows_after" ] || fail "ledger rows changed"; ok
 
+# An endless input (a device, or stdin from one) is refused after 64 MiB instead of hanging.
+expect_error "a CSR file that is /dev/zero" timeout 60 "$HWCA" sign --ca ca.pem --ca-key "$uri" --csr /dev/zero
+grep -q "larger than 64 MiB" "$T/.stderr" || fail "/dev/zero: $(cat "$T/.stderr")"; ok
+expect_error "a CSR JSON on an endless stdin" sh -c 'timeout 60 "$0" gencert -initca -ca-key "$1" - < /dev/zero' "$HWCA" "$uri"
+grep -q "standard input: larger than 64 MiB" "$T/.stderr" || fail "stdin /dev/zero: $(cat "$T/.stderr")"; ok
+
 finish
