@@ -3,10 +3,12 @@
 # line, in the ledger or its audit chain; core dumps disabled while hwca holds a PIN (RLIMIT_CORE 0,
 # not dumpable), and a PIN rebuilt from custodians' shares kept in locked memory (VmLck). Checked on a
 # long-running `hwca serve` whose CA key is in a real SoftHSM2 token, opened with a PIN from a file,
-# from HWCA_PIN, and from Shamir shares; and on every command's stderr, including a wrong PIN.
+# from HWCA_PIN, and from Shamir shares, and on one whose CA key is in swtpm with its auth value from a
+# file; and on every command's stderr, including a wrong PIN.
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib.bash"
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-cfssl.bash"
 source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-serve.bash"
+source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-tpm2.bash"
 
 serve_ca
 PIN=$(cat "$T/serve-ca.pin")
@@ -82,6 +84,26 @@ vmlck=$(awk '/^VmLck:/ {print $2}' "/proc/$SERVE_PID/status")
 [ "${vmlck:-0}" -gt 0 ] || fail "the rebuilt PIN is not in locked memory (VmLck ${vmlck:-0} kB)"
 [ "$(api sign sign.json)" = 200 ] || fail "sign with --pin-shares: $(cat resp.json)"
 serve_stop
+ok
+
+# --- a TPM key's auth value (swtpm) ---------------------------------------------------------------------
+start_swtpm secrets
+(umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > tpm.auth)
+TPM_AUTH=$(cat tpm.auth)
+TPM_KEY=$(tpm_file_uri "$T/tpm-ca.tss2.pem" "$T/tpm.auth")
+"$HWCA" key generate --key "$TPM_KEY" --algo ecdsa-p256 > tpm-gen.out 2> tpm-gen.err || fail "TPM key generate: $(cat tpm-gen.err)"
+"$HWCA" ca init --key "$TPM_KEY" --subject "/CN=tpm secrets CA" --out tpm-ca.pem > tpm-ca.out 2> tpm-ca.err || fail "TPM ca init: $(cat tpm-ca.err)"
+grep -aqF -- "$TPM_AUTH" tpm-ca.tss2.pem && fail "the auth value is in the key blob"
+serve_start -port 0 -ca "$T/tpm-ca.pem" -ca-key "$TPM_KEY"
+serve_port
+check_process "$SERVE_PID" "serve (TPM key, auth from a file)"
+tr '\0' '\n' < "/proc/$SERVE_PID/environ" > tpm-environ.txt
+[ "$(api sign sign.json)" = 200 ] || fail "sign with the TPM key: $(cat resp.json)"
+serve_stop
+for f in tpm-gen.out tpm-gen.err tpm-ca.out tpm-ca.err serve.err tpm-environ.txt; do
+  ! grep -aqF -- "$TPM_AUTH" "$f" || fail "the TPM auth value appears in $f"
+done
+sqlite3 "$HWCA_HOME/ledger.db" .dump | grep -aqF -- "$TPM_AUTH" && fail "the TPM auth value is in the ledger"
 ok
 
 # --- nothing in the logs, the ledger or the audit chain ------------------------------------------------
