@@ -71,6 +71,10 @@ void run_init(const Context& ctx, const K8sOptions& o, bool renew) {
     if (n == "all") opt.renew_all = true;
   opt.report = [](const std::string& line) { std::cout << line << "\n"; };
   core::k8s::InitResult r = core::k8s::init_cluster(spec, keys, *ledger, opt);
+  if (r.orphaned > 0)
+    std::cout << (renew ? "renew: " : "init: ") << r.orphaned << " ledger row" << (r.orphaned == 1 ? "" : "s")
+              << " marked orphaned (an earlier run stopped before writing " << (r.orphaned == 1 ? "its file)" : "their files)")
+              << "\n";
   std::cout << (renew ? "renew: " : "init: ") << r.issued << " certificate" << (r.issued == 1 ? "" : "s") << " issued, "
             << r.kept << " kept; " << r.files_written << " file" << (r.files_written == 1 ? "" : "s") << " written, "
             << r.files_unchanged << " unchanged (" << o.out << ")" << std::endl;

@@ -5,8 +5,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -231,6 +233,57 @@ size_t AtomicBatch::commit() {
   if (!failure.empty()) throw Error(ErrorKind::Io, failure);
   if (!folder_failure.empty()) throw Error(ErrorKind::Io, folder_failure);
   return renamed;
+}
+
+size_t remove_stale_temporaries(const std::string& folder, const std::set<std::string>& names) {
+  if (names.empty()) return 0;
+  DIR* dir = ::opendir(folder.c_str());
+  if (!dir) {
+    if (errno == ENOENT) return 0;
+    throw Error(ErrorKind::Io, "cannot read the folder " + folder + ": " + sys_error());
+  }
+  // The pattern write_temporary uses: "." + NAME + ".tmp." + six characters (mkostemp's XXXXXX).
+  constexpr std::string_view kTmp = ".tmp.";
+  std::vector<std::string> stale;
+  errno = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    std::string_view name(entry->d_name);
+    if (name.size() < 1 + 1 + kTmp.size() + 6 || name[0] != '.') continue;
+    size_t at = name.size() - 6 - kTmp.size();
+    if (name.substr(at, kTmp.size()) != kTmp) continue;
+    if (names.count(std::string(name.substr(1, at - 1)))) stale.emplace_back(name);
+  }
+  int read_errno = errno;
+  ::closedir(dir);
+  if (read_errno != 0) {
+    errno = read_errno;
+    throw Error(ErrorKind::Io, "cannot read the folder " + folder + ": " + sys_error());
+  }
+  for (const auto& name : stale) {
+    std::string path = folder + "/" + name;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      throw Error(ErrorKind::Io, "cannot remove the stale temporary " + path + ": " + sys_error());
+  }
+  return stale.size();
+}
+
+FolderLock::FolderLock(const std::string& folder, const std::string& what) {
+  m_fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (m_fd < 0)
+    throw Error(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Io, "cannot open the folder " + folder + ": " + sys_error());
+  while (::flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    int err = errno;
+    ::close(m_fd);
+    m_fd = -1;
+    if (err == EWOULDBLOCK) throw Error(ErrorKind::Conflict, what);
+    errno = err;
+    throw Error(ErrorKind::Io, "cannot lock the folder " + folder + ": " + sys_error());
+  }
+}
+
+FolderLock::~FolderLock() {
+  if (m_fd >= 0) ::close(m_fd);  // releases the lock
 }
 
 void check_bare_output(const std::string& name) {

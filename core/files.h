@@ -2,6 +2,7 @@
 // replacing an existing file of that name as cfssljson does.
 #pragma once
 
+#include <set>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
@@ -45,6 +46,27 @@ class AtomicBatch {
   std::vector<std::string> m_folders;  // each distinct folder once, checked to exist
   std::vector<dev_t> m_folder_dev;     // the file system of each folder
   std::unordered_map<std::string, size_t> m_folder_index;
+};
+
+// A process killed between writing a temporary and renaming it (SIGKILL, power loss) leaves the
+// temporary behind; it never shows under a final name. This removes, in `folder`, the temporaries of
+// the files named in `names` (".NAME.tmp.XXXXXX", as write_file_atomic and AtomicBatch make them) and
+// returns how many. Only for a caller that holds the folder's FolderLock (or otherwise knows that no
+// other process is writing those names there). A missing folder holds none; Error(Io) when the folder
+// cannot be read or a temporary cannot be removed.
+size_t remove_stale_temporaries(const std::string& folder, const std::set<std::string>& names);
+
+// An exclusive flock(2) on a folder, held until destroyed (a killed process releases it). Error(Conflict)
+// naming `what` when another process holds it; Error(Io/NotFound) when the folder cannot be opened.
+class FolderLock {
+ public:
+  FolderLock(const std::string& folder, const std::string& what);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
+  int m_fd = -1;
 };
 
 // Checks that `path`'s folder exists and is a folder, so that a command can refuse before it signs.

@@ -53,8 +53,15 @@ struct InitResult {
   int kept = 0;
   int files_written = 0;
   int files_unchanged = 0;
+  int orphaned = 0;             // ledger rows marked orphaned: an earlier run stopped before writing them
+  int stale_temporaries = 0;    // temporaries of a killed run, removed
 };
 
+// Crash-safe (issue 9): a part's certificates are recorded before its files are renamed into place (each
+// certificate's primary file first); every certificate carries the request id "k8s-file:<run>:<path>"
+// (see k8s_plan.h), and a run first marks orphaned the rows an earlier, killed run recorded but never
+// wrote, and removes that run's temporaries. It holds an exclusive lock on the output folder (a second
+// init or renew on the same folder fails with Error(Conflict)).
 InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger, const InitOptions& options);
 
 // Kubeconfig files (§2): clusters[name]{server, certificate-authority-data}, users[CN]{client-certificate-data,

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string_view>
 
 namespace hwca::core::k8s {
 
@@ -349,6 +350,88 @@ Plan make_plan(const ClusterSpec& s) {
   plan.sa_dirs.insert(plan.sa_dirs.begin(), "pki");
   place_node(init_node, "", true);
   return plan;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash consistency
+
+namespace {
+constexpr std::string_view kFilePrefix = "k8s-file:";
+}  // namespace
+
+std::string file_request_id(long long run, const std::string& abs_path) {
+  return std::string(kFilePrefix) + std::to_string(run) + ":" + abs_path;
+}
+
+std::optional<FileRequest> parse_file_request_id(const std::string& id) {
+  if (id.compare(0, kFilePrefix.size(), kFilePrefix) != 0) return std::nullopt;
+  size_t at = kFilePrefix.size(), colon = id.find(':', at);
+  if (colon == std::string::npos || colon == at || colon - at > 18) return std::nullopt;
+  FileRequest r;
+  for (size_t i = at; i < colon; ++i) {
+    if (id[i] < '0' || id[i] > '9') return std::nullopt;
+    r.run = r.run * 10 + (id[i] - '0');
+  }
+  r.path = id.substr(colon + 1);
+  if (r.run <= 0 || r.path.empty() || r.path[0] != '/') return std::nullopt;
+  return r;
+}
+
+std::vector<Orphan> find_orphans(const std::string& abs_path, const std::vector<FileRow>& rows, const OnDisk& disk) {
+  std::vector<Orphan> out;
+  auto orphan = [&](const FileRow& r, const std::string& now) {
+    out.push_back({r.serial, abs_path, r.run,
+                   "k8s init run " + std::to_string(r.run) + " recorded it but stopped before writing " + abs_path + " (" +
+                       now + "): it never reached the file"});
+  };
+  switch (disk.state) {
+    case OnDisk::State::Unknown:
+      break;
+    case OnDisk::State::Missing: {
+      const FileRow* newest = nullptr;
+      for (const auto& r : rows)
+        if (!newest || r.run > newest->run) newest = &r;
+      if (newest && newest->status == "issued") orphan(*newest, "the file does not exist");
+      break;
+    }
+    case OnDisk::State::Holds: {
+      const FileRow* current = nullptr;
+      for (const auto& r : rows)
+        if (r.serial == disk.serial) current = &r;
+      if (!current) break;  // a certificate recorded for another file, or not by this ledger
+      for (const auto& r : rows)
+        if (r.run > current->run && r.status == "issued")
+          orphan(r, "it holds " + disk.serial + " of run " + std::to_string(current->run));
+      std::sort(out.begin(), out.end(), [](const Orphan& a, const Orphan& b) { return a.run < b.run; });
+      break;
+    }
+  }
+  return out;
+}
+
+FileRows::FileRows(const std::vector<LedgerEntry>& entries, const std::string& abs_out) {
+  const std::string prefix = abs_out + "/";
+  for (const auto& e : entries) {
+    if (e.request_id.empty()) continue;
+    auto r = parse_file_request_id(e.request_id);
+    if (!r || r->path.compare(0, prefix.size(), prefix) != 0) continue;
+    m_max_run = std::max(m_max_run, r->run);
+    m_rows[r->path].push_back({r->run, e.serial, e.status});
+    ++m_count;
+  }
+}
+
+std::vector<Orphan> FileRows::orphans(const std::string& abs_path, const OnDisk& disk) const {
+  auto it = m_rows.find(abs_path);
+  if (it == m_rows.end()) return {};
+  return find_orphans(abs_path, it->second, disk);
+}
+
+void FileRows::marked(const std::string& abs_path, const std::string& serial) {
+  auto it = m_rows.find(abs_path);
+  if (it == m_rows.end()) return;
+  for (auto& r : it->second)
+    if (r.serial == serial) r.status = "orphaned";
 }
 
 }  // namespace hwca::core::k8s

@@ -4,10 +4,13 @@
 #pragma once
 
 #include "core/k8s_cluster.h"
+#include "core/ledger.h"
 #include "core/profile.h"
 #include "core/x509.h"
 
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace hwca::core::k8s {
@@ -85,5 +88,75 @@ std::vector<std::string> etcd_client_orgs(const ClusterSpec& spec);  // apiserve
 SubjectAltNames apiserver_sans(const ClusterSpec& spec);
 // The etcd server / peer SANs of one member (§1.3).
 SubjectAltNames etcd_sans(const Node& node);
+
+// ---------------------------------------------------------------------------------------------
+// Crash consistency (issue 9): which ledger rows of `k8s init` / `renew` never reached their file.
+//
+// Every certificate init issues names the file it is for in its (unique) ledger request id:
+//   "k8s-file:<run>:<absolute path of its primary file>"   (CertSpec::primary_path under the output folder)
+// where <run> is one more than the largest run of that output folder in the ledger, so each run issues a
+// file's certificate at most once and a later run's rows are newer. A run records a part's certificates
+// (committed) before it renames the part's files into place, each certificate's primary file before any
+// copy of it; a process killed in between leaves rows whose certificate reached no file. Before a run
+// issues anything for a file it marks such rows orphaned, so every older row still "issued" did reach the
+// file once (it was superseded since). Hence, for the file P:
+//   - P holds the certificate of row R: every "issued" row of P newer than R never reached P: orphaned;
+//     older rows were superseded and stay as they are.
+//   - P does not exist: the newest row of P, if "issued", never reached it: orphaned (a file deleted by
+//     hand cannot be told from one that never arrived: its last certificate is marked too).
+//   - P holds something else (a certificate this ledger did not record for P, or nothing readable):
+//     nothing is marked (nothing can be proven).
+std::string file_request_id(long long run, const std::string& abs_path);
+struct FileRequest {
+  long long run = 0;
+  std::string path;  // absolute
+};
+// nullopt unless `request_id` is a well-formed "k8s-file:<run>:<path>".
+std::optional<FileRequest> parse_file_request_id(const std::string& request_id);
+
+struct FileRow {
+  long long run = 0;
+  std::string serial;
+  std::string status;  // the ledger's: "issued", "orphaned", "revoked"
+};
+
+// What a primary file holds now.
+struct OnDisk {
+  enum class State { Missing, Holds, Unknown };
+  State state = State::Missing;
+  std::string serial;  // Holds: the certificate's serial (lowercase hex, as the ledger keeps it)
+  static OnDisk missing() { return {}; }
+  static OnDisk holds(std::string serial) { return {State::Holds, std::move(serial)}; }
+  static OnDisk unknown() { return {State::Unknown, {}}; }
+};
+
+struct Orphan {
+  std::string serial;
+  std::string path;  // absolute
+  long long run = 0;
+  std::string why;   // for Ledger::mark_orphaned: names the path and what it holds
+};
+
+// The rules above for one file: `rows` are the file's rows in any order.
+std::vector<Orphan> find_orphans(const std::string& abs_path, const std::vector<FileRow>& rows, const OnDisk& disk);
+
+// The k8s-file rows of one output folder, by absolute path, from one Ledger::list().
+class FileRows {
+ public:
+  FileRows() = default;
+  // `abs_out`: the output folder's absolute path, no trailing slash.
+  FileRows(const std::vector<LedgerEntry>& entries, const std::string& abs_out);
+  // The run number for the certificates of a new run (1 for the first).
+  long long next_run() const { return m_max_run + 1; }
+  std::vector<Orphan> orphans(const std::string& abs_path, const OnDisk& disk) const;
+  // Records that `serial` was marked orphaned (so that a second look does not mark it again).
+  void marked(const std::string& abs_path, const std::string& serial);
+  size_t size() const { return m_count; }
+
+ private:
+  std::unordered_map<std::string, std::vector<FileRow>> m_rows;
+  long long m_max_run = 0;
+  size_t m_count = 0;
+};
 
 }  // namespace hwca::core::k8s
