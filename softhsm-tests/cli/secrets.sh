@@ -81,7 +81,12 @@ grep -q 'listening on' serve.err || fail "serve with --pin-shares did not start:
 serve_port
 check_process "$SERVE_PID" "serve (--pin-shares)"
 vmlck=$(awk '/^VmLck:/ {print $2}' "/proc/$SERVE_PID/status")
-[ "${vmlck:-0}" -gt 0 ] || fail "the rebuilt PIN is not in locked memory (VmLck ${vmlck:-0} kB)"
+if ldd "$HWCA" | grep -q libasan; then
+  # AddressSanitizer intercepts mlock() and makes it a no-op: the Release suite checks locked memory.
+  echo "secrets.sh: VmLck not checked under AddressSanitizer (its mlock interceptor does nothing)"
+else
+  [ "${vmlck:-0}" -gt 0 ] || fail "the rebuilt PIN is not in locked memory (VmLck ${vmlck:-0} kB)"
+fi
 [ "$(api sign sign.json)" = 200 ] || fail "sign with --pin-shares: $(cat resp.json)"
 serve_stop
 ok
