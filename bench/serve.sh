@@ -1,18 +1,39 @@
 #!/usr/bin/env bash
-# bench section 5: hwca serve (RSA-2048 CA key in SoftHSM2, ledger on) against cfssl serve (RSA-2048
-# CA key in a file, no database), both answering authsign from 2 concurrent clients on keep-alive
-# connections (bench/serve_load.py). hwca is measured with --workers 1 and --workers 2.
+# bench section 5: hwca serve (CA key in SoftHSM2, or with --tpm in a TPM 2.0 simulator, ledger on)
+# against cfssl serve (CA key of the same algorithm in a file, no database), both answering authsign
+# from 2 concurrent clients on keep-alive connections (bench/serve_load.py). hwca is measured with
+# --workers 1 and --workers 2.
 #
-#   bench/serve.sh HWCA-BINARY [--quick]
+#   bench/serve.sh HWCA-BINARY [--quick] [--tpm] [--algo rsa-2048|ecdsa-p256]
+#
+# --tpm: the CA key is a persistent key (tpm2:handle=0x81000100) made by `hwca gencert -initca` on a
+# swtpm this script starts in its temporary folder (loopback ports) and stops by PID. A TPM executes
+# one command at a time, so 2 workers cannot sign faster than 1 there; both are measured anyway.
 #
 # Prints one JSON line: {"section":5,"name":...,"hwca_per_second":..,"hwca_1_worker_per_second":..,
 # "cfssl_per_second":..,"ratio":hwca/cfssl,"workers_ratio":2 workers/1 worker}. Loopback only; every
 # process it starts is stopped by PID.
 set -euo pipefail
-HWCA=${1:?usage: bench/serve.sh HWCA-BINARY [--quick]}
+HWCA=${1:?usage: bench/serve.sh HWCA-BINARY [--quick] [--tpm] [--algo rsa-2048|ecdsa-p256]}
 HWCA=$(readlink -f "$HWCA")
-QUICK=0; [ "${2:-}" = --quick ] && QUICK=1
+shift
+QUICK=0 TPM=0 ALGO=rsa-2048
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --tpm) TPM=1 ;;
+    --algo) ALGO=${2:?--algo needs a value}; shift ;;
+    *) echo "bench/serve.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$ALGO" in
+  rsa-2048) CFSSL_KEY='{"algo":"rsa","size":2048}' ;;
+  ecdsa-p256) CFSSL_KEY='{"algo":"ecdsa","size":256}' ;;
+  *) echo "bench/serve.sh: --algo rsa-2048 or ecdsa-p256" >&2; exit 2 ;;
+esac
 PER_CLIENT=1500; [ $QUICK = 1 ] && PER_CLIENT=300
+[ $TPM = 1 ] && { PER_CLIENT=600; [ $QUICK = 1 ] && PER_CLIENT=150; }
 LOAD=$(cd "$(dirname "$0")" && pwd)/serve_load.py
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 KEY_HEX=00112233445566778899aabbccddeeff
@@ -32,8 +53,33 @@ printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR
 (umask 077; echo -n "bench-pin-$$" > pin)
 softhsm2-util --init-token --free --label bench --so-pin "so-$$" --pin "bench-pin-$$" >/dev/null
 KEY="pkcs11:token=bench;object=serve-ca?module-path=$MODULE&pin-source=file:$W/pin"
+WHERE=SoftHSM2
+_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [ $TPM = 1 ]; then
+  # A private swtpm on two free loopback ports (server P, control P+1), state in this folder.
+  mkdir -p swtpm
+  tpm_up=0
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    # Below the ephemeral range, and not held by any socket (TIME-WAIT included: swtpm cannot bind then).
+    tport=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12000 ))
+    if [ -n "$(ss -Htan "( sport = :$tport or sport = :$((tport + 1)) )" 2>/dev/null)" ]; then continue; fi
+    swtpm socket --tpm2 --tpmstate dir="$W/swtpm" --server type=tcp,port=$tport,bindaddr=127.0.0.1 \
+      --ctrl type=tcp,port=$((tport + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear >> swtpm.log 2>&1 &
+    tpid=$!; pids+=($tpid)
+    for i in $(seq 1 100); do
+      kill -0 $tpid 2>/dev/null || break
+      if _port_open "$tport"; then tpm_up=1; break; fi
+      sleep 0.1
+    done
+    [ $tpm_up = 1 ] && break
+  done
+  [ $tpm_up = 1 ] || { echo "bench/serve.sh: swtpm would not start: $(cat swtpm.log)" >&2; exit 1; }
+  (umask 077; echo -n "tpm-auth-$$" > tpm-auth)
+  KEY="tpm2:handle=0x81000100?tcti=swtpm:host=127.0.0.1,port=$tport&pin-source=file:$W/tpm-auth"
+  WHERE=swtpm
+fi
 
-echo '{"CN":"bench serve CA","key":{"algo":"rsa","size":2048}}' > ca-csr.json
+echo "{\"CN\":\"bench serve CA\",\"key\":$CFSSL_KEY}" > ca-csr.json
 "$HWCA" gencert -initca -ca-key "$KEY" ca-csr.json --bare hwca-ca >/dev/null
 cfssl gencert -initca ca-csr.json 2>/dev/null | cfssljson -bare cfssl-ca
 cat > config.json <<EOF
@@ -100,5 +146,5 @@ cfssl_rate=$(run_clients "$port")
 stop $pid
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "null"; else printf "%.3f", a / b }'; }
-printf '{"section":5,"name":"hwca serve / cfssl serve, rsa-2048 CA, 2 clients","requests":%d,"hwca_per_second":%s,"hwca_1_worker_per_second":%s,"cfssl_per_second":%s,"ratio":%s,"workers_ratio":%s}\n' \
-  $((2 * PER_CLIENT)) "${hwca[2]}" "${hwca[1]}" "$cfssl_rate" "$(ratio "${hwca[2]}" "$cfssl_rate")" "$(ratio "${hwca[2]}" "${hwca[1]}")"
+printf '{"section":5,"name":"hwca serve (CA key in %s) / cfssl serve, %s CA, 2 clients","ca_key":"%s","algo":"%s","requests":%d,"hwca_per_second":%s,"hwca_1_worker_per_second":%s,"cfssl_per_second":%s,"ratio":%s,"workers_ratio":%s}\n' \
+  "$WHERE" "$ALGO" "$WHERE" "$ALGO" $((2 * PER_CLIENT)) "${hwca[2]}" "${hwca[1]}" "$cfssl_rate" "$(ratio "${hwca[2]}" "$cfssl_rate")" "$(ratio "${hwca[2]}" "${hwca[1]}")"

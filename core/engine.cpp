@@ -5,9 +5,28 @@
 
 #include <openssl/err.h>
 
+#include <optional>
 #include <regex>
+#include <string>
 
 namespace hwca::core {
+
+namespace {
+
+// A profile's name_whitelist, compiled once per thread and pattern: building a std::regex costs more
+// than the rest of plan() together, and a server or a batch issues many certificates with one profile.
+const std::regex& name_whitelist_regex(const std::string& pattern) {
+  thread_local std::string cached_pattern;
+  thread_local std::optional<std::regex> cached;
+  if (!cached || cached_pattern != pattern) {
+    std::regex compiled = compile_name_whitelist(pattern);
+    cached = std::move(compiled);
+    cached_pattern = pattern;
+  }
+  return *cached;
+}
+
+}  // namespace
 
 Issuer::Issuer(const X509* ca_cert, EVP_PKEY* ca_key, Ledger& ledger) : m_ca_cert(ca_cert), m_ca_key(ca_key), m_ledger(ledger) {
   if (!m_ca_key) throw Error(ErrorKind::Internal, "Issuer: no CA key");
@@ -55,7 +74,7 @@ CertTemplate Issuer::plan(const IssueRequest& request) const {
 
   // Names allowed by the profile (Go's Regexp.MatchString: a match anywhere unless anchored).
   if (profile.name_whitelist) {
-    std::regex re = compile_name_whitelist(*profile.name_whitelist);
+    const std::regex& re = name_whitelist_regex(*profile.name_whitelist);
     auto check = [&](const std::string& n) {
       if (!std::regex_search(n, re))
         throw Error(ErrorKind::Policy, "profile '" + profile.name + "': name '" + n + "' is not allowed by name_whitelist");

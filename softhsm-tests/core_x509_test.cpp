@@ -416,3 +416,43 @@ TEST_CASE("time helpers", "[core][x509]") {
     CHECK(asn1_time_to_time_t(at.get()) == t);
   }
 }
+
+TEST_CASE("the certificate's SubjectPublicKeyInfo is the subject key's own DER for every algorithm", "[core][x509]") {
+  // build_certificate encodes named-curve EC keys through a faster path than X509_set_pubkey's
+  // general one: the bytes must be identical, for keys generated here and for keys read from a CSR.
+  auto ca_key = hwca::generate_software_key(KeySpec::parse("ecdsa-p256"));
+  CertTemplate ca_t;
+  ca_t.subject = hwca::test::cn_name("spki test CA");
+  ca_t.is_ca = true;
+  ca_t.key_usage = X509v3_KU_KEY_CERT_SIGN;
+  ca_t.not_before = now() - 60;
+  ca_t.not_after = now() + 86400;
+  auto ca_cert = build_certificate(ca_t, random_serial().get(), ca_key.get(), nullptr, ca_key.get());
+  std::vector<std::pair<std::string, hwca::EVP_PKEY_ptr>> keys;
+  for (const char* algo : {"ecdsa-p256", "ecdsa-p384", "rsa-2048"})
+    keys.emplace_back(algo, hwca::generate_software_key(KeySpec::parse(algo)));
+  keys.emplace_back("P-521", hwca::EVP_PKEY_ptr(EVP_EC_gen("P-521")));
+  for (auto& [algo, key] : keys) {
+    INFO(algo);
+    REQUIRE(key);
+    auto csr = make_csr(hwca::test::cn_name("spki").get(), SubjectAltNames{}, key.get());
+    for (EVP_PKEY* subject : {key.get(), X509_REQ_get0_pubkey(csr.get())}) {
+      CertTemplate t;
+      t.subject = hwca::test::cn_name("spki");
+      t.not_before = now() - 60;
+      t.not_after = now() + 3600;
+      auto cert = build_certificate(t, random_serial().get(), subject, ca_cert.get(), ca_key.get());
+      unsigned char* want = nullptr;
+      int want_len = i2d_PUBKEY(subject, &want);
+      REQUIRE(want_len > 0);
+      unsigned char* got = nullptr;
+      int got_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &got);
+      REQUIRE(got_len > 0);
+      CHECK(std::string(reinterpret_cast<char*>(got), static_cast<size_t>(got_len)) ==
+            std::string(reinterpret_cast<char*>(want), static_cast<size_t>(want_len)));
+      CHECK(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), subject) == 1);
+      OPENSSL_free(want);
+      OPENSSL_free(got);
+    }
+  }
+}
