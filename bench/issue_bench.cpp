@@ -2,6 +2,8 @@
 // build the X.509, sign through the token (the same key raw_sign measures), and commit to the ledger.
 //
 //   issue_bench CA-PEM CA-KEY-URI LEDGER WORKERS SECONDS [CSRS] [BATCH]
+// CA-KEY-URI is any key URI hwca opens (pkcs11:..., tpm2:handle=...?tcti=..., tpm2:file=..., file:...),
+// through the same backends as the hwca command.
 // BATCH 1 (default): every certificate is its own issue() call (concurrent workers are group-committed
 // by the ledger); BATCH N > 1: each worker takes N CSRs at a time through Issuer::issue_batch, one
 // ledger transaction per N, as bulk work (k8s init) does.
@@ -25,7 +27,7 @@ using namespace hwca;
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    std::fprintf(stderr, "usage: issue_bench CA-PEM CA-KEY-URI LEDGER WORKERS SECONDS [CSRS]\n");
+    std::fprintf(stderr, "usage: issue_bench CA-PEM CA-KEY-URI LEDGER WORKERS SECONDS [CSRS] [BATCH]\n");
     return 2;
   }
   try {
