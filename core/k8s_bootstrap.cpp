@@ -2,6 +2,7 @@
 
 #include "core/base/error.h"
 #include "core/files.h"
+#include "core/k8s_layout.h"
 #include "core/x509.h"
 
 #include <openssl/evp.h>
@@ -129,36 +130,8 @@ std::string render_bootstrap_secret(const BootstrapToken& token, const Bootstrap
 
 std::string render_bootstrap_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_pem,
                                         const BootstrapToken& token) {
-  const std::string user = kBootstrapTokenUser;
-  const std::string context = user + "@" + cluster_name;
-  YAML::Emitter e;
-  e << YAML::BeginMap;
-  e << YAML::Key << "apiVersion" << YAML::Value << "v1";
-  e << YAML::Key << "clusters" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
-  e << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "certificate-authority-data" << YAML::Value << base64(ca_pem);
-  e << YAML::Key << "server" << YAML::Value << server;
-  e << YAML::EndMap;
-  e << YAML::Key << "name" << YAML::Value << cluster_name;
-  e << YAML::EndMap << YAML::EndSeq;
-  e << YAML::Key << "contexts" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
-  e << YAML::Key << "context" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "cluster" << YAML::Value << cluster_name;
-  e << YAML::Key << "user" << YAML::Value << user;
-  e << YAML::EndMap;
-  e << YAML::Key << "name" << YAML::Value << context;
-  e << YAML::EndMap << YAML::EndSeq;
-  e << YAML::Key << "current-context" << YAML::Value << context;
-  e << YAML::Key << "kind" << YAML::Value << "Config";
-  e << YAML::Key << "preferences" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::EndMap;
-  e << YAML::Key << "users" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
-  e << YAML::Key << "name" << YAML::Value << user;
-  e << YAML::Key << "user" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "token" << YAML::Value << token.str();
-  e << YAML::EndMap;
-  e << YAML::EndMap << YAML::EndSeq;
-  e << YAML::EndMap;
-  return emitted(e, "a bootstrap kubeconfig");
+  // kubeadm's kubeconfig.CreateWithToken: the same document as every other kubeconfig, with a token.
+  return emit_kubeconfig(cluster_name, server, base64(ca_pem), kBootstrapTokenUser, {{"token", token.str()}});
 }
 
 std::vector<BootstrapFile> bootstrap_files(const ClusterSpec& spec, const std::string& ca_pem, const BootstrapToken& token,

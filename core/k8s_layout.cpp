@@ -207,8 +207,10 @@ bool plain_base64(const std::string& b64) {
   return true;
 }
 
-std::string emit_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_b64,
-                            const std::string& user, const std::string& cert_b64, const std::string& key_b64);
+std::string emit_cert_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_b64,
+                                 const std::string& user, const std::string& cert_b64, const std::string& key_b64) {
+  return emit_kubeconfig(cluster_name, server, ca_b64, user, {{"client-certificate-data", cert_b64}, {"client-key-data", key_b64}});
+}
 
 }  // namespace
 
@@ -216,23 +218,21 @@ std::string render_kubeconfig(const std::string& cluster_name, const std::string
                               const std::string& user, const std::string& cert_pem, const std::string& key_pem) {
   std::string ca = base64(ca_pem), cert = base64(cert_pem), key = base64(key_pem);
   if (!plain_base64(ca) || !plain_base64(cert) || !plain_base64(key))
-    return emit_kubeconfig(cluster_name, server, ca, user, cert, key);
+    return emit_cert_kubeconfig(cluster_name, server, ca, user, cert, key);
   static const std::string kCa = "hwcaPlaceholderCaData0", kCert = "hwcaPlaceholderCertData0",
                            kKey = "hwcaPlaceholderKeyData0";
-  std::string doc = emit_kubeconfig(cluster_name, server, kCa, user, kCert, kKey);
+  std::string doc = emit_cert_kubeconfig(cluster_name, server, kCa, user, kCert, kKey);
   for (const auto& [from, to] : {std::pair<const std::string&, const std::string&>{kCa, ca}, {kCert, cert}, {kKey, key}}) {
     auto at = doc.find(from);
     if (at == std::string::npos || doc.find(from, at + 1) != std::string::npos)  // a name or server that looks like one
-      return emit_kubeconfig(cluster_name, server, ca, user, cert, key);
+      return emit_cert_kubeconfig(cluster_name, server, ca, user, cert, key);
     doc.replace(at, from.size(), to);
   }
   return doc;
 }
 
-namespace {
-
 std::string emit_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_b64,
-                            const std::string& user, const std::string& cert_b64, const std::string& key_b64) {
+                            const std::string& user, const std::vector<std::pair<std::string, std::string>>& user_fields) {
   const std::string context = user + "@" + cluster_name;
   YAML::Emitter e;
   e << YAML::BeginMap;
@@ -257,16 +257,13 @@ std::string emit_kubeconfig(const std::string& cluster_name, const std::string& 
   e << YAML::Key << "users" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
   e << YAML::Key << "name" << YAML::Value << user;
   e << YAML::Key << "user" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "client-certificate-data" << YAML::Value << cert_b64;
-  e << YAML::Key << "client-key-data" << YAML::Value << key_b64;
+  for (const auto& [k, v] : user_fields) e << YAML::Key << k << YAML::Value << v;
   e << YAML::EndMap;
   e << YAML::EndMap << YAML::EndSeq;
   e << YAML::EndMap;
   if (!e.good()) throw Error(ErrorKind::Internal, "emitting a kubeconfig: " + e.GetLastError());
   return std::string(e.c_str()) + "\n";
 }
-
-}  // namespace
 
 KubeconfigCredentials parse_kubeconfig(const std::string& yaml, const std::string& what) {
   KubeconfigCredentials out;

@@ -68,6 +68,10 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
 // client-key-data}, contexts["CN@name"], current-context. Emitted with yaml-cpp.
 std::string render_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_pem,
                               const std::string& user, const std::string& cert_pem, const std::string& key_pem);
+// The same document with any user fields ({"token", "..."} for a bootstrap kubeconfig); ca_b64 is
+// already base64.
+std::string emit_kubeconfig(const std::string& cluster_name, const std::string& server, const std::string& ca_b64,
+                            const std::string& user, const std::vector<std::pair<std::string, std::string>>& user_fields);
 struct KubeconfigCredentials {
   std::string server;
   std::string ca_pem;
