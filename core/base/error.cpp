@@ -2,7 +2,9 @@
 
 #include <openssl/err.h>
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace hwca {
 
@@ -17,10 +19,15 @@ Error::Error(ErrorKind kind, const std::string& message, std::string call, std::
       m_code_name(std::move(code_name)) {}
 
 std::string drain_openssl_errors() {
+  std::vector<unsigned long> codes;
+  for (unsigned long e = 0; (e = ERR_get_error()) != 0;) codes.push_back(e);
+  // "EVP lib" entries only say that the failure came from below (a provider, the token): when something
+  // more specific was queued, they are noise ("...: cannot reach the TPM; asn1 encoding routines::EVP lib").
+  const bool specific = std::any_of(codes.begin(), codes.end(), [](unsigned long e) { return ERR_GET_REASON(e) != ERR_R_EVP_LIB; });
   std::string out;
-  unsigned long e = 0;
   char buf[256];
-  while ((e = ERR_get_error()) != 0) {
+  for (unsigned long e : codes) {
+    if (specific && ERR_GET_REASON(e) == ERR_R_EVP_LIB) continue;
     ERR_error_string_n(e, buf, sizeof buf);
     if (!out.empty()) out += "; ";
     // Keep the human part only: "error:0480006C:PEM routines::no start line" -> "PEM routines::no start line"
