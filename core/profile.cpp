@@ -219,7 +219,42 @@ Profile initca_profile() {
   return p;
 }
 
+namespace {
+
+// Go's regexp (RE2 syntax) refuses a repeat count over 1000 ("invalid repeat count"); libstdc++'s
+// std::regex compiler overflows a long on a large one (undefined behaviour, found by fuzzing). Counts in
+// {n}, {n,} and {n,m} are checked here, as Go would, before std::regex sees the pattern.
+void check_repeat_counts(const std::string& pattern) {
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '\\') {
+      ++i;  // an escaped character, "\{" included
+      continue;
+    }
+    if (pattern[i] != '{') continue;
+    size_t j = i + 1;
+    for (int part = 0; part < 2 && j < pattern.size(); ++part) {
+      size_t digits = 0;
+      unsigned long long value = 0;
+      while (j < pattern.size() && pattern[j] >= '0' && pattern[j] <= '9') {
+        if (value <= 1000) value = value * 10 + static_cast<unsigned>(pattern[j] - '0');
+        ++digits;
+        ++j;
+      }
+      if (digits > 0 && value > 1000)
+        throw Error(ErrorKind::BadInput, "\"" + pattern + "\" is not a valid regular expression (invalid repeat count: at most 1000, as Go's regexp)");
+      if (j < pattern.size() && pattern[j] == ',' && part == 0) {
+        ++j;
+        continue;
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
 std::regex compile_name_whitelist(const std::string& pattern) {
+  check_repeat_counts(pattern);
   std::string body = pattern;
   auto flags = std::regex::ECMAScript;
   if (body.rfind("(?i)", 0) == 0) {

@@ -88,3 +88,20 @@ TEST_CASE("fuzz regression: a share file with a huge or fractional index is name
   });
   CHECK(e2.kind() == ErrorKind::BadInput);
 }
+
+TEST_CASE("fuzz regression: a name_whitelist repeat count over 1000 is refused before std::regex overflows") {
+  // fuzz/regressions/cfssl_config-regex-repeat-overflow: libstdc++'s regex compiler multiplied the count
+  // past LONG_MAX (UBSan: signed integer overflow). Go's regexp allows counts up to 1000.
+  const std::string found = hwca::read_file(std::string(HWCA_SOURCE_DIR) + "/fuzz/regressions/cfssl_config-regex-repeat-overflow");
+  auto e = error_of([&] { (void)hwca::core::CfsslConfig::parse(found, "ca-config.json"); });
+  CHECK(e.kind() == ErrorKind::BadInput);
+  CHECK(std::string(e.what()).find("invalid repeat count") != std::string::npos);
+  for (const char* bad : {"a{1001}", "a{2,4444444444444444444}", "(?i)x{99999999999999999999,}"}) {
+    INFO(bad);
+    CHECK(error_of([&] { (void)hwca::core::compile_name_whitelist(bad); }).kind() == ErrorKind::BadInput);
+  }
+  for (const char* good : {"a{1000}", "a{2,5}", "a{3,}", "\\{99999\\}", "^[a-z]{1,63}\\.example\\.com$"}) {
+    INFO(good);
+    CHECK_NOTHROW((void)hwca::core::compile_name_whitelist(good));
+  }
+}
