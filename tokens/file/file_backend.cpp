@@ -146,17 +146,19 @@ std::string file_uri_path(const std::string& uri) {
   return path;
 }
 
-void write_new_private_file(const std::string& path, const std::string& data) {
-  if (path_exists(path)) throw Error(ErrorKind::Conflict, path + " already exists; hwca never overwrites keys");
+// A 0600 temporary next to `path` holding `data`, written and fsynced; its name is returned. Errors name
+// the temporary when `name_temporary`, else the final path.
+std::string write_synced_temporary(const std::string& path, const std::string& data, bool name_temporary) {
   std::string folder = folder_of(path);
   std::string tmpl = path + ".tmp.XXXXXX";
   int fd = ::mkstemp(tmpl.data());  // mode 0600
   if (fd < 0) throw Error(ErrorKind::Io, "cannot create a file in " + folder + ": " + std::strerror(errno));
+  const std::string shown = name_temporary ? tmpl : path;
   auto fail = [&](const std::string& what) {
     int err = errno;
     ::close(fd);
     ::unlink(tmpl.c_str());
-    throw Error(ErrorKind::Io, what + " " + path + ": " + std::strerror(err));
+    throw Error(ErrorKind::Io, what + " " + shown + ": " + std::strerror(err));
   };
   if (::fchmod(fd, 0600) != 0) fail("cannot set the mode of");
   size_t done = 0;
@@ -170,8 +172,15 @@ void write_new_private_file(const std::string& path, const std::string& data) {
   if (::close(fd) != 0) {
     int err = errno;
     ::unlink(tmpl.c_str());
-    throw Error(ErrorKind::Io, "cannot write " + path + ": " + std::strerror(err));
+    throw Error(ErrorKind::Io, "cannot write " + shown + ": " + std::strerror(err));
   }
+  return tmpl;
+}
+
+void write_new_private_file(const std::string& path, const std::string& data) {
+  if (path_exists(path)) throw Error(ErrorKind::Conflict, path + " already exists; hwca never overwrites keys");
+  std::string folder = folder_of(path);
+  std::string tmpl = write_synced_temporary(path, data, false);
   // link() refuses to replace an existing name: no window in which another writer's key is overwritten.
   if (::link(tmpl.c_str(), path.c_str()) != 0) {
     int err = errno;
@@ -216,29 +225,7 @@ bool replace_private_file(const std::string& path, const std::string& data) {
     ~OldFile() { ::close(fd); }
   } old{old_fd};
   std::string folder = folder_of(path);
-  std::string tmpl = path + ".tmp.XXXXXX";
-  int fd = ::mkstemp(tmpl.data());  // mode 0600
-  if (fd < 0) throw Error(ErrorKind::Io, "cannot create a file in " + folder + ": " + std::strerror(errno));
-  auto fail = [&](const std::string& what) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    throw Error(ErrorKind::Io, what + " " + tmpl + ": " + std::strerror(err));
-  };
-  if (::fchmod(fd, 0600) != 0) fail("cannot set the mode of");
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("cannot write");
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) fail("cannot fsync");
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmpl.c_str());
-    throw Error(ErrorKind::Io, "cannot write " + tmpl + ": " + std::strerror(err));
-  }
+  std::string tmpl = write_synced_temporary(path, data, true);
   if (::rename(tmpl.c_str(), path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmpl.c_str());
@@ -255,7 +242,7 @@ bool replace_private_file(const std::string& path, const std::string& data) {
   struct stat st {};
   if (::fstat(old.fd, &st) != 0 || st.st_nlink != 0 || st.st_size <= 0) return false;
   std::string zeros(static_cast<size_t>(st.st_size), '\0');
-  done = 0;
+  size_t done = 0;
   while (done < zeros.size()) {
     ssize_t n = ::pwrite(old.fd, zeros.data() + done, zeros.size() - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
