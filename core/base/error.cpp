@@ -21,6 +21,9 @@ Error::Error(ErrorKind kind, const std::string& message, std::string call, std::
 std::string drain_openssl_errors() {
   std::vector<unsigned long> codes;
   for (unsigned long e = 0; (e = ERR_get_error()) != 0;) codes.push_back(e);
+  // ERR_get_error leaves each entry's file and function strings allocated until the slot is reused;
+  // clearing frees them now, so no error text outlives the call that reported it.
+  ERR_clear_error();
   // "EVP lib" entries only say that the failure came from below (a provider, the token): when something
   // more specific was queued, they are noise ("...: cannot reach the TPM; asn1 encoding routines::EVP lib").
   const bool specific = std::any_of(codes.begin(), codes.end(), [](unsigned long e) { return ERR_GET_REASON(e) != ERR_R_EVP_LIB; });
@@ -37,6 +40,9 @@ std::string drain_openssl_errors() {
   }
   return out;
 }
+
+OpensslErrorScope::OpensslErrorScope() { ERR_set_mark(); }
+OpensslErrorScope::~OpensslErrorScope() { ERR_pop_to_mark(); }
 
 void throw_openssl(ErrorKind kind, const std::string& what) {
   std::string detail = drain_openssl_errors();

@@ -45,4 +45,15 @@ class Error : public std::runtime_error {
 // The OpenSSL error queue as one line (and clears it); empty when the queue is empty.
 std::string drain_openssl_errors();
 
+// Around an OpenSSL call that may succeed with errors queued on the way (PEM_read_* skipping a block it
+// could not read): whatever was queued after construction is dropped at destruction, so a later,
+// unrelated failure does not report stale text and the queue does not grow call by call.
+class OpensslErrorScope {
+ public:
+  OpensslErrorScope();
+  ~OpensslErrorScope();
+  OpensslErrorScope(const OpensslErrorScope&) = delete;
+  OpensslErrorScope& operator=(const OpensslErrorScope&) = delete;
+};
+
 }  // namespace hwca

@@ -52,6 +52,7 @@ X509_ptr x509_from_pem(std::string_view pem, const std::string& what) {
 }
 
 std::vector<X509_ptr> x509_chain_from_pem(std::string_view pem, const std::string& what) {
+  OpensslErrorScope errors;
   std::vector<X509_ptr> out;
   if (!looks_like_pem(pem)) {
     // DER, one certificate.
@@ -94,6 +95,7 @@ std::string x509_to_der(const X509* cert) {
 }
 
 X509_REQ_ptr csr_from_pem_or_der(std::string_view data, const std::string& what) {
+  OpensslErrorScope errors;
   X509_REQ_ptr req;
   if (looks_like_pem(data)) {
     BIO_ptr bio = mem_bio(data);
@@ -118,6 +120,7 @@ std::string csr_to_pem(const X509_REQ* csr) {
 }
 
 EVP_PKEY_ptr private_key_from_pem(std::string_view pem, const std::string& what) {
+  OpensslErrorScope errors;
   BIO_ptr bio = mem_bio(pem);
   // An empty passphrase callback: encrypted keys fail instead of prompting.
   auto no_pass = [](char*, int, int, void*) -> int { return -1; };
