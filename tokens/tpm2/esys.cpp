@@ -118,7 +118,29 @@ ESYS_CONTEXT* Connection::context() {
   return m_esys;
 }
 
+ESYS_TR Connection::persistent(ESYS_CONTEXT* ctx, std::uint32_t handle, const std::string& what) {
+  auto it = m_persistent.find(handle);
+  if (it != m_persistent.end()) {
+    // ESAPI hands out one ESYS_TR per TPM handle, so another Object for this handle that was closed
+    // since (key checks, custody) closed ours too. Checking is local, no TPM command.
+    TPM2_HANDLE now = 0;
+    if (Esys_TR_GetTpmHandle(ctx, it->second, &now) == TSS2_RC_SUCCESS && now == handle) return it->second;
+    m_persistent.erase(it);
+  }
+  Object opened = open_persistent(ctx, handle, what);
+  ESYS_TR tr = opened.release();
+  m_persistent.emplace(handle, tr);
+  return tr;
+}
+
+void Connection::forget_persistent() noexcept {
+  for (auto& [handle, tr] : m_persistent)
+    if (m_esys) Esys_TR_Close(m_esys, &tr);
+  m_persistent.clear();
+}
+
 void Connection::disconnect() noexcept {
+  forget_persistent();
   if (m_esys) Esys_Finalize(&m_esys);
   if (m_tcti_ctx) Tss2_TctiLdr_Finalize(&m_tcti_ctx);
   m_esys = nullptr;
@@ -337,17 +359,17 @@ TPM2B_PUBLIC read_public(ESYS_CONTEXT* ctx, const Object& key) {
   return *pub.p;
 }
 
-void set_auth(ESYS_CONTEXT* ctx, const Object& key, const std::string& auth) {
+void set_auth(ESYS_CONTEXT* ctx, ESYS_TR key, const std::string& auth) {
   TPM2B_AUTH value{};
   if (auth.size() > sizeof(value.buffer)) throw Error(ErrorKind::BadInput, "the auth value is too long for a TPM key");
   value.size = static_cast<UINT16>(auth.size());
   std::memcpy(value.buffer, auth.data(), auth.size());
-  TSS2_RC rc = Esys_TR_SetAuth(ctx, key.tr(), &value);
+  TSS2_RC rc = Esys_TR_SetAuth(ctx, key, &value);
   OPENSSL_cleanse(&value, sizeof value);
   if (rc != TSS2_RC_SUCCESS) throw_rc(ErrorKind::Token, "Esys_TR_SetAuth", rc);
 }
 
-std::string sign_digest(ESYS_CONTEXT* ctx, const Object& key, const TPMT_PUBLIC& pub, const EVP_MD* md,
+std::string sign_digest(ESYS_CONTEXT* ctx, ESYS_TR key, const TPMT_PUBLIC& pub, const EVP_MD* md,
                         const std::string& digest, const std::string& what) {
   TPMI_ALG_HASH hash = TPM2_ALG_NULL;
   switch (EVP_MD_get_type(md)) {
@@ -375,7 +397,7 @@ std::string sign_digest(ESYS_CONTEXT* ctx, const Object& key, const TPMT_PUBLIC&
   validation.hierarchy = TPM2_RH_NULL;
   validation.digest.size = 0;
   EsysFree<TPMT_SIGNATURE> sig;
-  TSS2_RC rc = Esys_Sign(ctx, key.tr(), ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d, &scheme, &validation, &sig.p);
+  TSS2_RC rc = Esys_Sign(ctx, key, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d, &scheme, &validation, &sig.p);
   if (rc != TSS2_RC_SUCCESS) {
     if (is_auth_failure(rc))
       throw_rc(ErrorKind::Token, "Esys_Sign", rc,

@@ -11,6 +11,7 @@
 #include <tss2/tss2_esys.h>
 
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -60,6 +61,15 @@ class Connection {
     }
   }
 
+  // Inside run() only. The ESYS_TR of the persistent key at `handle`, opened (TPM2_ReadPublic) the first
+  // time and kept for as long as this connection lives: a persistent key takes no transient slot, so
+  // keeping it open saves a TPM command per signature. Dropped with the connection (a restarted swtpm
+  // means a new context) and by forget_persistent().
+  ESYS_TR persistent(ESYS_CONTEXT* ctx, std::uint32_t handle, const std::string& what);
+  // Inside run() only: forget every cached persistent handle (before a key is evicted, moved or made
+  // persistent, so that no ESYS_TR outlives the key it named).
+  void forget_persistent() noexcept;
+
  private:
   ESYS_CONTEXT* context();
   void disconnect() noexcept;
@@ -68,6 +78,7 @@ class Connection {
   std::string m_tcti;
   TSS2_TCTI_CONTEXT* m_tcti_ctx = nullptr;
   ESYS_CONTEXT* m_esys = nullptr;
+  std::map<std::uint32_t, ESYS_TR> m_persistent;  // handle -> ESYS_TR in m_esys
 };
 
 // An ESYS_TR this code owns: a transient object is flushed, a persistent one closed, when it goes out
@@ -83,6 +94,8 @@ class Object {
   Object& operator=(const Object&) = delete;
   ~Object() { reset(); }
   ESYS_TR tr() const { return m_tr; }
+  // Gives up ownership: the caller closes or flushes the handle.
+  ESYS_TR release() noexcept { return std::exchange(m_tr, ESYS_TR_NONE); }
   void reset() noexcept;
 
  private:
@@ -135,11 +148,16 @@ bool is_wrong_parent(const Error& e);
 // Esys_ReadPublic: the public area as the TPM reports it.
 TPM2B_PUBLIC read_public(ESYS_CONTEXT* ctx, const Object& key);
 // Esys_TR_SetAuth.
-void set_auth(ESYS_CONTEXT* ctx, const Object& key, const std::string& auth);
+void set_auth(ESYS_CONTEXT* ctx, ESYS_TR key, const std::string& auth);
+inline void set_auth(ESYS_CONTEXT* ctx, const Object& key, const std::string& auth) { set_auth(ctx, key.tr(), auth); }
 // Esys_Sign of a digest made with `md` (SHA-256/384/512), ECDSA or RSASSA (PKCS#1 v1.5) by the key's
 // type; returns the signature as OpenSSL expects it (DER ECDSA-Sig-Value, or the raw RSA block).
-std::string sign_digest(ESYS_CONTEXT* ctx, const Object& key, const TPMT_PUBLIC& pub, const EVP_MD* md,
+std::string sign_digest(ESYS_CONTEXT* ctx, ESYS_TR key, const TPMT_PUBLIC& pub, const EVP_MD* md,
                         const std::string& digest, const std::string& what);
+inline std::string sign_digest(ESYS_CONTEXT* ctx, const Object& key, const TPMT_PUBLIC& pub, const EVP_MD* md,
+                               const std::string& digest, const std::string& what) {
+  return sign_digest(ctx, key.tr(), pub, md, digest, what);
+}
 
 // The public half of a TPM key as a software key; Error(BadInput) for types and sizes hwca does not use.
 EVP_PKEY_ptr public_key_of(const TPMT_PUBLIC& pub);

@@ -62,10 +62,18 @@ class TpmKey final : public DeviceKey {
   EVP_PKEY* public_key() const override { return m_public.get(); }
 
   std::string sign_digest(const EVP_MD* md, const std::string& digest) override {
-    // The key is loaded for this one signature and flushed right after it: nothing stays in the TPM's
-    // few transient slots between signatures, and a restarted swtpm costs nothing but a reconnect.
-    return m_ref.connection->run(
+    // A persistent key's ESYS_TR stays open on the connection (it takes no transient slot). A blob is
+    // loaded for this one signature and flushed right after it: nothing stays in the TPM's few transient
+    // slots between signatures, which other processes on a TPM without a resource manager share. A
+    // restarted swtpm costs nothing but a reconnect (and, for a persistent key, one TPM2_ReadPublic).
+    Connection& connection = *m_ref.connection;
+    return connection.run(
         [&](ESYS_CONTEXT* ctx) {
+          if (m_ref.uri.handle) {
+            ESYS_TR key = connection.persistent(ctx, *m_ref.uri.handle, m_ref.what());
+            set_auth(ctx, key, m_ref.auth.str());
+            return tpm2::sign_digest(ctx, key, m_pub, md, digest, m_ref.what());
+          }
           Object key = m_ref.load(ctx);
           set_auth(ctx, key, m_ref.auth.str());
           return tpm2::sign_digest(ctx, key, m_pub, md, digest, m_ref.what());
@@ -193,6 +201,7 @@ class Tpm2Backend final : public KeyBackend, public KeyAuthChanger {
     const KeySpec spec = options.spec;
     KeyBlob made = ref.connection->run(
         [&](ESYS_CONTEXT* ctx) {
+          ref.connection->forget_persistent();  // a handle may be made persistent below
           require_supported(ctx, spec);
           if (ref.uri.handle && persistent_exists(ctx, *ref.uri.handle))
             throw Error(ErrorKind::Conflict, "TPM handle " + handle_hex(*ref.uri.handle) +
@@ -298,6 +307,7 @@ class Tpm2Backend final : public KeyBackend, public KeyAuthChanger {
     std::vector<std::string> done;
     ref.connection->run(
         [&](ESYS_CONTEXT* ctx) {
+          ref.connection->forget_persistent();  // keys move between handles below
           if (!persistent_exists(ctx, staging)) return;
           Object staged = open_persistent(ctx, staging, "TPM handle " + handle_hex(staging));
           TPM2B_PUBLIC staged_pub = read_public(ctx, staged);
@@ -494,6 +504,7 @@ class Tpm2Backend final : public KeyBackend, public KeyAuthChanger {
     std::vector<std::string> done;
     ref.connection->run(
         [&](ESYS_CONTEXT* ctx) {
+          ref.connection->forget_persistent();  // keys move between handles below
           if (persistent_exists(ctx, staging))
             throw Error(ErrorKind::Conflict,
                         "TPM handle " + handle_hex(staging) + " (the staging handle of " + handle_hex(handle) +
