@@ -250,7 +250,15 @@ void check_size(const YAML::Node& n, int depth, long& budget, const std::string&
   if (--budget < 0) throw Error(ErrorKind::BadInput, what + ": the object is too large (over 100000 nodes)");
   if (depth > 64) throw Error(ErrorKind::BadInput, what + ": the object is nested too deeply (over 64 levels)");
   if (n.IsMap()) {
+    // A key given twice is ambiguous: YAML readers take the first, JSON readers (and what sign-csr writes
+    // back as JSON) the last, so the object written back could lose its certificate or change its name.
+    // sigs.k8s.io/yaml, which kubectl uses, refuses them too.
+    std::set<std::string> keys;
     for (auto it = n.begin(); it != n.end(); ++it) {
+      if (it->first.IsScalar() && !keys.insert(it->first.Scalar()).second)
+        throw Error(ErrorKind::BadInput,
+                    what + (it->first.Mark().line >= 0 ? ":" + std::to_string(it->first.Mark().line + 1) : std::string()) +
+                        ": the key \"" + it->first.Scalar() + "\" appears twice in one mapping");
       check_size(it->first, depth + 1, budget, what);
       check_size(it->second, depth + 1, budget, what);
     }

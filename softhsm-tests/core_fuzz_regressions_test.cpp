@@ -114,7 +114,7 @@ TEST_CASE("fuzz regression: a name_whitelist repeat count over 1000 is refused b
 // left the OpenSSL error entries' file and function strings allocated until their slots were reused,
 // so libFuzzer re-ran most inputs under LeakSanitizer. Errors are now cleared when drained, and a parse
 // that succeeds after queuing errors drops them, so no stale text reaches a later, unrelated message.
-TEST_CASE("OpenSSL error queue: a refused CSR leaves nothing queued; a scope drops only its own errors") {
+TEST_CASE("OpenSSL error queue: a refused CSR leaves nothing queued, and a scope drops only its own errors") {
   ERR_clear_error();
   auto e = error_of([] { (void)hwca::csr_from_pem_or_der("-----BEGIN CERTIFICATE REQUEST-----\n!!\n", "req.pem"); });
   CHECK(e.kind() == ErrorKind::BadInput);
@@ -134,4 +134,24 @@ TEST_CASE("OpenSSL error queue: a refused CSR leaves nothing queued; a scope dro
     ERR_raise(ERR_LIB_USER, 4);
   }
   CHECK(ERR_peek_error() == 0);
+}
+
+// fuzz_k8s_csr (the 10-million run): a JSON object with "status" twice. yaml-cpp reads the first, the JSON
+// written back keeps the last, so the object sign-csr wrote lost the certificate it had just set.
+TEST_CASE("fuzz regression: a CSR object with a key given twice is refused") {
+  const std::string found =
+      hwca::read_file(std::string(HWCA_SOURCE_DIR) + "/fuzz/regressions/k8s_csr-duplicate-status-key");
+  auto e = error_of([&] { (void)CsrObject::parse(found, "csr.json"); });
+  CHECK(e.kind() == ErrorKind::BadInput);
+  CHECK(std::string(e.what()).find("appears twice") != std::string::npos);
+
+  for (const std::string& text :
+       {std::string("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nkind: List\n"),
+        std::string("{\"apiVersion\": \"certificates.k8s.io/v1\", \"metadata\": {\"name\": \"a\", \"name\": \"b\"}}"),
+        std::string("status: {}\nstatus: {certificate: QUFB}\n")}) {
+    INFO(text);
+    auto dup = error_of([&] { (void)CsrObject::parse(text, "csr.yaml"); });
+    CHECK(dup.kind() == ErrorKind::BadInput);
+    CHECK(std::string(dup.what()).find("appears twice in one mapping") != std::string::npos);
+  }
 }
