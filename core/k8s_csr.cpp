@@ -249,6 +249,9 @@ nlohmann::ordered_json to_json(const YAML::Node& n) {
 void check_size(const YAML::Node& n, int depth, long& budget, const std::string& what) {
   if (--budget < 0) throw Error(ErrorKind::BadInput, what + ": the object is too large (over 100000 nodes)");
   if (depth > 64) throw Error(ErrorKind::BadInput, what + ": the object is nested too deeply (over 64 levels)");
+  if (n.IsScalar() && !valid_utf8(n.Scalar()))
+    throw Error(ErrorKind::BadInput, what + (n.Mark().line >= 0 ? ":" + std::to_string(n.Mark().line + 1) : std::string()) +
+                                         ": not valid UTF-8 (Kubernetes objects are UTF-8 text)");
   if (n.IsMap()) {
     // A key given twice is ambiguous: YAML readers take the first, JSON readers (and what sign-csr writes
     // back as JSON) the last, so the object written back could lose its certificate or change its name.

@@ -46,6 +46,8 @@ X509_NAME_ptr make_name(const std::vector<NameAttribute>& attrs);
 X509_NAME_ptr parse_subject(const std::string& text);
 // One-line RFC 2253 form, as `openssl x509 -nameopt RFC2253` prints it.
 std::string name_to_string(const X509_NAME* name);
+// Well-formed UTF-8: shortest forms only, no surrogates, nothing above U+10FFFF.
+bool valid_utf8(const std::string& s);
 std::string common_name(const X509_NAME* name);
 
 struct CertTemplate {
