@@ -224,9 +224,16 @@ namespace {
 // Go's regexp (RE2 syntax) refuses a repeat count over 1000 ("invalid repeat count"); libstdc++'s
 // std::regex compiler overflows a long on a large one (undefined behaviour, found by fuzzing). Counts in
 // {n}, {n,} and {n,m} are checked here, as Go would, before std::regex sees the pattern.
-void check_repeat_counts(const std::string& pattern) {
+// The same compiler reads a back-reference's number ("\5555...") into a long the same way (found by
+// fuzzing too). Go's regexp has no back-references ("\1" is an error, "\123" an octal escape): a
+// backslash before a digit means something else in each dialect, so it is refused.
+void check_pattern_limits(const std::string& pattern) {
   for (size_t i = 0; i < pattern.size(); ++i) {
     if (pattern[i] == '\\') {
+      if (i + 1 < pattern.size() && pattern[i + 1] >= '0' && pattern[i + 1] <= '9')
+        throw Error(ErrorKind::BadInput, "\"" + pattern + "\" is not a valid regular expression here (\\" + pattern[i + 1] +
+                                             ": back-references and octal escapes are not supported; Go's regexp and "
+                                             "ECMAScript read them differently)");
       ++i;  // an escaped character, "\{" included
       continue;
     }
@@ -254,7 +261,7 @@ void check_repeat_counts(const std::string& pattern) {
 }  // namespace
 
 std::regex compile_name_whitelist(const std::string& pattern) {
-  check_repeat_counts(pattern);
+  check_pattern_limits(pattern);
   std::string body = pattern;
   auto flags = std::regex::ECMAScript;
   if (body.rfind("(?i)", 0) == 0) {

@@ -173,3 +173,21 @@ TEST_CASE("fuzz regression: a CSR object with bytes that are not UTF-8 is refuse
   }
   CHECK(hwca::core::valid_utf8("n\xc3\xb6" "de-\xe2\x82\xac-\xf0\x9f\x94\x91"));
 }
+
+// fuzz_cfssl_config (the third session's 10-million run, after 37,000 executions): the same overflow
+// through a back-reference, "\5555...". Go's regexp has no back-references, so they are refused.
+TEST_CASE("fuzz regression: a name_whitelist back-reference is refused before std::regex overflows") {
+  const std::string found =
+      hwca::read_file(std::string(HWCA_SOURCE_DIR) + "/fuzz/regressions/cfssl_config-regex-backref-overflow");
+  auto e = error_of([&] { (void)hwca::core::CfsslConfig::parse(found, "ca-config.json"); });
+  CHECK(e.kind() == ErrorKind::BadInput);
+  CHECK(std::string(e.what()).find("back-references and octal escapes are not supported") != std::string::npos);
+  for (const char* bad : {"(a)\\1", "\\5555555555555555555555", "x\\0", "[\\7]"}) {
+    INFO(bad);
+    CHECK(error_of([&] { (void)hwca::core::compile_name_whitelist(bad); }).kind() == ErrorKind::BadInput);
+  }
+  for (const char* good : {"\\\\1", "\\.com$", "^node-[0-9]+\\.example$", "\\d{2}"}) {
+    INFO(good);
+    CHECK_NOTHROW((void)hwca::core::compile_name_whitelist(good));
+  }
+}
