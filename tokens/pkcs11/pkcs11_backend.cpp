@@ -261,7 +261,7 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
                                        &prv_handle),
              "C_GenerateKeyPair", t.where());
     KeyObject key{prv_handle, t.uri.object, id, spec.type == KeySpec::Type::Rsa ? CKK_RSA : CKK_EC};
-    return make_signer(t, key, uri_text);
+    return make_signer(t, key, uri_text, pub_handle);
   }
 
   std::unique_ptr<Signer> open(const std::string& uri_text) override {
@@ -619,8 +619,11 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
 
   // The public half, rebuilt as a software key from the public key object (or, for RSA, from the
   // private key object's public attributes).
-  static EVP_PKEY_ptr public_key_of(const Target& t, const KeyObject& key) {
-    auto candidates = find_keys(t, CKO_PUBLIC_KEY, key.label, key.id);
+  // `known`: the public key object when the caller has it (just generated): no search.
+  static EVP_PKEY_ptr public_key_of(const Target& t, const KeyObject& key, CK_OBJECT_HANDLE known = CK_INVALID_HANDLE) {
+    std::vector<CK_OBJECT_HANDLE> candidates;
+    if (known != CK_INVALID_HANDLE) candidates.push_back(known);
+    if (candidates.empty()) candidates = find_keys(t, CKO_PUBLIC_KEY, key.label, key.id);
     if (candidates.empty()) candidates = find_keys(t, CKO_PUBLIC_KEY, std::nullopt, key.id);
     CK_FUNCTION_LIST* fn = t.fn();
     if (key.key_type == CKK_RSA) {
@@ -638,15 +641,24 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
     return ec_public_from(*params, *point);
   }
 
+  // One search per attribute for objects of any class (a token searches all its objects each time: with
+  // SoftHSM2's file store every search reads every object file), then the matches' classes.
   static void refuse_existing(const Target& t) {
-    for (CK_OBJECT_CLASS cls : {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY}) {
-      if (t.uri.object && !find_keys(t, cls, t.uri.object, std::nullopt).empty())
-        throw Error(ErrorKind::Conflict, "a key labelled '" + *t.uri.object + "' already exists on " + t.where() +
-                                             "; hwca never overwrites keys");
-      if (t.uri.id && !find_keys(t, cls, std::nullopt, t.uri.id).empty())
-        throw Error(ErrorKind::Conflict, "a key with id=" + to_hex(*t.uri.id) + " already exists on " + t.where() +
-                                             "; hwca never overwrites keys");
-    }
+    auto any_key = [&](CK_ATTRIBUTE_TYPE type, const std::string& value) {
+      std::string v = value;
+      for (CK_OBJECT_HANDLE h : find_objects(t.fn(), t.session, {CK_ATTRIBUTE{type, v.data(), static_cast<CK_ULONG>(v.size())}},
+                                             t.where())) {
+        auto cls = get_ulong_attribute(t.fn(), t.session, h, CKA_CLASS);
+        if (cls && (*cls == CKO_PRIVATE_KEY || *cls == CKO_PUBLIC_KEY)) return true;
+      }
+      return false;
+    };
+    if (t.uri.object && any_key(CKA_LABEL, *t.uri.object))
+      throw Error(ErrorKind::Conflict, "a key labelled '" + *t.uri.object + "' already exists on " + t.where() +
+                                           "; hwca never overwrites keys");
+    if (t.uri.id && any_key(CKA_ID, *t.uri.id))
+      throw Error(ErrorKind::Conflict, "a key with id=" + to_hex(*t.uri.id) + " already exists on " + t.where() +
+                                           "; hwca never overwrites keys");
   }
 
   static std::string encoded_point(EVP_PKEY* key) {
@@ -661,8 +673,9 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
     return out;
   }
 
-  std::unique_ptr<Signer> make_signer(const Target& t, const KeyObject& key, const std::string& uri_text) {
-    EVP_PKEY_ptr public_key = public_key_of(t, key);
+  std::unique_ptr<Signer> make_signer(const Target& t, const KeyObject& key, const std::string& uri_text,
+                                      CK_OBJECT_HANDLE public_handle = CK_INVALID_HANDLE) {
+    EVP_PKEY_ptr public_key = public_key_of(t, key, public_handle);
     EVP_PKEY_ptr pkey = t.module->libp11_private_key(t.token.slot, key.label, key.id);
     return std::make_unique<Pkcs11Signer>(t.module, std::move(pkey), std::move(public_key), uri_text);
   }
