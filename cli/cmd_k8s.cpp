@@ -1,5 +1,5 @@
 // hwca k8s: the Kubernetes PKI from one cluster file.
-//   hwca k8s init --config cluster.yaml --out DIR
+//   hwca k8s init --config cluster.yaml --out DIR [--only NAME,...]
 //   hwca k8s check-expiration --pki DIR [--output json]
 //   hwca k8s renew --config cluster.yaml --out DIR [NAME... | --all] [--reuse-keys]
 //   hwca k8s sign-csr ...                                   (cmd_k8s_sign_csr.cpp)
@@ -49,7 +49,7 @@ class RegistryKeySource final : public core::k8s::KeySource {
 
 struct K8sOptions {
   std::string config, out, pki, output = "text", warn_within = "720h";
-  std::vector<std::string> names;
+  std::vector<std::string> names, only;
   bool all = false;
   bool reuse_keys = false;
 };
@@ -67,6 +67,7 @@ void run_init(const Context& ctx, const K8sOptions& o, bool renew) {
   opt.renew_all = o.all;
   opt.renew_names = o.names;
   opt.reuse_keys = renew ? o.reuse_keys : true;
+  if (!renew) opt.only = o.only;
   for (const auto& n : o.names)
     if (n == "all") opt.renew_all = true;
   opt.report = [](const std::string& line) { std::cout << line << "\n"; };
@@ -151,6 +152,10 @@ void add_k8s_commands(CLI::App& app, Context& ctx) {
   auto* init = k8s->add_subcommand("init", "issue every certificate of cluster.yaml that is missing or out of date (kubeadm's layout)");
   init->add_option("--config", init_opts->config, "the cluster file (cluster.yaml)")->required();
   init->add_option("--out", init_opts->out, "the output folder (kubeadm's /etc/kubernetes layout)")->required();
+  init->add_option("--only", init_opts->only,
+                   "issue only these certificates (comma-separated: NAME or NODE/NAME as check-expiration lists them, "
+                   "ca, etcd-ca, front-proxy-ca, sa) and the CAs they chain to")
+      ->delimiter(',');
   init->callback([init_opts, &ctx] { ctx.action = [init_opts, &ctx] { run_init(ctx, *init_opts, false); }; });
 
   auto check_opts = std::make_shared<K8sOptions>();

@@ -372,6 +372,53 @@ class PlanParts {
   std::vector<Node> m_workers;
 };
 
+// Leaf keys generated ahead, on one background thread, while the CAs are opened or made in the device
+// (a token generates a CA key on one core; with RSA that is the longest step of a small cluster). take()
+// finishes the rest on every core. A pool that is never taken stops after the key it is generating.
+class KeyPool {
+ public:
+  KeyPool(const KeySpec& spec, size_t count) : m_spec(spec), m_keys(count) {
+    if (count > 0) m_thread = std::thread([this] { work(); });
+  }
+  ~KeyPool() { stop(); }
+  KeyPool(const KeyPool&) = delete;
+  KeyPool& operator=(const KeyPool&) = delete;
+
+  std::vector<EVP_PKEY_ptr> take() {
+    unsigned more = std::max(1u, std::thread::hardware_concurrency()) - (m_thread.joinable() ? 1u : 0u);
+    std::vector<std::thread> threads;
+    for (unsigned i = 1; i < more; ++i) threads.emplace_back([this] { work(); });
+    work();
+    for (auto& t : threads) t.join();
+    stop();
+    if (m_failure) std::rethrow_exception(m_failure);
+    return std::move(m_keys);
+  }
+
+ private:
+  void work() {
+    for (size_t i = m_next++; i < m_keys.size(); i = m_next++) {
+      try {
+        m_keys[i] = generate_software_key(m_spec);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        if (!m_failure) m_failure = std::current_exception();
+      }
+    }
+  }
+  void stop() {
+    m_next = m_keys.size();
+    if (m_thread.joinable()) m_thread.join();
+  }
+
+  KeySpec m_spec;
+  std::vector<EVP_PKEY_ptr> m_keys;
+  std::atomic<size_t> m_next{0};
+  std::mutex m_mutex;
+  std::exception_ptr m_failure;
+  std::thread m_thread;
+};
+
 void generate_keys(const std::vector<Leaf*>& todo, const KeySpec& key_spec) {
   std::atomic<size_t> next{0};
   std::exception_ptr failure;
@@ -454,37 +501,73 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     }
   };
 
-  // Renew: the names must be known before anything happens.
+  // Renew and init --only: the names must be known before anything happens.
+  const bool only = !opt.renew && !opt.only.empty();
+  const std::vector<std::string>& chosen = opt.renew ? opt.renew_names : opt.only;
+  auto listed = [&](const std::string& n, const std::string& node, const std::string& name) {
+    return n == name || (!node.empty() && n == node + "/" + name);
+  };
   auto selected = [&](const CertSpec& c) {
-    if (opt.renew_all) return true;
-    for (const auto& n : opt.renew_names)
-      if (n == c.name || n == c.node + "/" + c.name) return true;
+    if (opt.renew && opt.renew_all) return true;
+    for (const auto& n : chosen)
+      if (listed(n, c.node, c.name)) return true;
     return false;
   };
-  if (opt.renew) {
-    if (!opt.renew_all && opt.renew_names.empty())
-      throw Error(ErrorKind::Usage, "renew needs certificate names or --all");
-    // Every worker-only node has the same certificates: the first part's names stand for all.
-    std::set<std::string> worker_names;
-    if (parts.count() > 1)
-      for (const auto& c : parts.make(1).certs) worker_names.insert(c.name);
-    for (const auto& n : opt.renew_names) {
-      bool known = false;
-      for (const auto& c : plan.certs)
-        if (!c.is_ca && (n == c.name || n == c.node + "/" + c.name)) known = true;
-      auto slash = n.find('/');
-      if (worker_names.count(n) ||
-          (slash != std::string::npos && worker_names.count(n.substr(slash + 1)) && parts.is_worker_only(n.substr(0, slash))))
+  if (opt.renew && !opt.renew_all && opt.renew_names.empty())
+    throw Error(ErrorKind::Usage, "renew needs certificate names or --all");
+  // Every worker-only node has the same certificates: the first part's names stand for all.
+  std::set<std::string> worker_names;
+  std::set<CaRole> worker_roles;
+  if (parts.count() > 1)
+    for (const auto& c : parts.make(1).certs) {
+      worker_names.insert(c.name);
+      worker_roles.insert(c.ca);
+    }
+  bool workers_selected = opt.renew && opt.renew_all;
+  std::set<CaRole> needed;  // init --only: the CAs the selected certificates chain to
+  for (const auto& n : chosen) {
+    bool known = false;
+    for (const auto& c : plan.certs) {
+      if (c.is_ca ? only && n == c.name : listed(n, c.node, c.name)) {
         known = true;
-      if (!known) {
-        std::set<std::string> names(worker_names);
-        for (const auto& c : plan.certs)
-          if (!c.is_ca) names.insert(c.name);
-        std::string list;
-        for (const auto& x : names) list += (list.empty() ? "" : ", ") + x;
-        throw Error(ErrorKind::Usage, "renew: unknown certificate '" + n + "' (known: " + list + "; or NODE/NAME)");
+        needed.insert(c.ca);
       }
     }
+    if (only && n == "sa") known = true;
+    auto slash = n.find('/');
+    if (worker_names.count(n) ||
+        (slash != std::string::npos && worker_names.count(n.substr(slash + 1)) && parts.is_worker_only(n.substr(0, slash)))) {
+      known = true;
+      workers_selected = true;
+      needed.insert(worker_roles.begin(), worker_roles.end());
+    }
+    if (!known) {
+      std::set<std::string> all(worker_names);
+      for (const auto& c : plan.certs)
+        if (!c.is_ca || only) all.insert(c.name);
+      if (only) all.insert("sa");
+      std::string list;
+      for (const auto& x : all) list += (list.empty() ? "" : ", ") + x;
+      throw Error(ErrorKind::Usage, std::string(opt.renew ? "renew" : "init --only") + ": unknown certificate '" + n +
+                                        "' (known: " + list + "; or NODE/NAME)");
+    }
+  }
+  const bool sa_selected = std::find(chosen.begin(), chosen.end(), "sa") != chosen.end();
+
+  // The leaves of part 0 that will need a new key whatever the CAs turn out to be (neither file there):
+  // their keys are generated while the CAs are opened or made.
+  std::optional<KeyPool> prefetch;
+  if (!opt.renew) {
+    size_t certain = 0;
+    struct stat st {};
+    for (const auto& c : plan.certs) {
+      if (c.is_ca || (only && !selected(c))) continue;
+      const std::string full = path_of(out, c.primary_path());
+      if (::stat(full.c_str(), &st) == 0) continue;
+      if (c.kubeconfig.empty() && ::stat((full.substr(0, full.size() - 4) + ".key").c_str(), &st) == 0) continue;
+      ++certain;
+    }
+    prefetch.emplace(spec.leaf_key, certain);
   }
 
   // 1. The three CAs: kept when their certificate and device key match; never re-keyed.
@@ -496,6 +579,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     auto at = [&](const Error& e) { return Error(e.kind(), spec.where(field) + ": " + e.what()); };
     CaState st;
     std::optional<std::string> pem = try_read(path_of(out, c.primary_path()));
+    if (only && !needed.count(role) && !pem) continue;  // init --only: a CA nothing selected needs is not made
     bool have_key = false;
     try {
       have_key = keys.exists(uri);
@@ -569,6 +653,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       leaves.push_back(std::move(l));
     }
     for (auto& l : leaves) {
+      if (only && !selected(*l.spec)) continue;  // left as it is (kept when it is there)
       const CaState& ca = cas.at(l.spec->ca);
       if (opt.renew) {
         if (!selected(*l.spec)) continue;
@@ -607,6 +692,15 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     std::vector<Leaf*> todo;
     for (auto& l : leaves)
       if (l.issue && l.new_key) todo.push_back(&l);
+    if (prefetch) {
+      // The prefetched keys first (only part 0 has any; surplus ones, if a file appeared meanwhile, are
+      // dropped).
+      std::vector<EVP_PKEY_ptr> ready = prefetch->take();
+      prefetch.reset();
+      size_t used = std::min(ready.size(), todo.size());
+      for (size_t i = 0; i < used; ++i) todo[i]->key = std::move(ready[i]);
+      todo.erase(todo.begin(), todo.begin() + static_cast<std::ptrdiff_t>(used));
+    }
     generate_keys(todo, spec.leaf_key);
     for (CaRole role : {CaRole::Kubernetes, CaRole::Etcd, CaRole::FrontProxy}) {
       if (failure) break;
@@ -694,7 +788,8 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     std::map<std::string, std::pair<std::string, mode_t>> files;
     if (base)
       for (const auto& [role, st] : cas) files[p.ca(role).primary_path()] = {st.pem, 0644};
-    for (const auto& [path, role] : p.ca_copies) files[path] = {cas.at(role).pem, 0644};
+    for (const auto& [path, role] : p.ca_copies)
+      if (cas.count(role)) files[path] = {cas.at(role).pem, 0644};
     for (const auto& l : leaves) {
       if (!l.available || !l.spec->kubeconfig.empty()) continue;
       files[l.path] = {l.cert_pem, 0644};
@@ -707,7 +802,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     }
     for (const auto& kc : p.kubeconfigs) {
       const Leaf* l = leaf_of(kc.cert_id);
-      if (!l->available) continue;
+      if (!l->available || !cas.count(l->spec->ca)) continue;
       files[kc.path] = {render_kubeconfig(spec.name, kc.server, cas.at(l->spec->ca).pem, l->spec->cn, l->cert_pem, l->key_pem),
                         0600};
     }
@@ -718,6 +813,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       }
     }
     for (const auto& f : p.flags) {
+      if (only) break;  // init --only writes certificates, keys and kubeconfigs only
       std::string text;
       for (const auto& flag : f.flags) text += flag + "\n";
       files[f.path] = {text, 0644};
@@ -728,7 +824,16 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       if (::stat(out.c_str(), &out_st) != 0) make_folder(out);
       take_lock();
     }
-    for (const auto& folder : p.folders) make_folder(path_of(out, folder));
+    if (!only) {
+      for (const auto& folder : p.folders) make_folder(path_of(out, folder));
+    } else {
+      // init --only: just the folders its files go in (p.folders lists parents first).
+      for (const auto& folder : p.folders) {
+        const std::string prefix = folder + "/";
+        if (std::any_of(files.begin(), files.end(), [&](const auto& f) { return f.first.rfind(prefix, 0) == 0; }))
+          make_folder(path_of(out, folder));
+      }
+    }
     // The temporaries a killed run left in the folders this part writes.
     std::map<std::string, std::set<std::string>> names_by_folder;
     for (const auto& entry : files) {
@@ -786,7 +891,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   sa_key_pem = try_read(path_of(out, "pki/sa.key"));
   if (sa_key_pem) {
     sa_key = private_key_from_pem(*sa_key_pem, "pki/sa.key");
-  } else if (!opt.renew) {
+  } else if (!opt.renew && (!only || sa_selected)) {
     sa_key = generate_software_key(spec.leaf_key);
     sa_key_pem = private_key_to_traditional_pem(sa_key.get());
     say("generated pki/sa.key and pki/sa.pub (service-account key pair, " + spec.leaf_key.name() + ")");
@@ -795,7 +900,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   if (failure) std::rethrow_exception(failure);
 
   // Parts 1..: the worker-only nodes, kWorkersPerPart at a time.
-  for (size_t i = 1; i < parts.count(); ++i) {
+  for (size_t i = 1; i < parts.count() && (!only || workers_selected); ++i) {
     const Plan p = parts.make(i);
     std::vector<Leaf> leaves = examine(p);
     for (const auto& l : leaves) mark_orphans(l.path, l.disk);

@@ -44,6 +44,10 @@ struct InitOptions {
   bool renew_all = false;
   std::vector<std::string> renew_names;
   bool reuse_keys = true;  // keep a leaf's existing key when re-issuing it
+  // init only (kubeadm's `init phase certs NAME`): issue just these certificates when missing or out of date
+  // (names as renew takes them, plus "ca", "etcd-ca", "front-proxy-ca" and "sa"), and the CAs they chain to;
+  // every other certificate, the flags files and a missing sa.key are left as they are.
+  std::vector<std::string> only;
   // Called for each line of the report ("issued apiserver: SANs changed: +IP:10.0.0.9").
   std::function<void(const std::string&)> report;
 };

@@ -446,3 +446,80 @@ TEST_CASE("k8s layout: a cluster larger than one part (1,030 workers) is complet
   CHECK(r3.issued == 1);
   CHECK(hwca::read_file(opt.out + "/nodes/w1030/pki/kubelet.crt") != before);
 }
+
+TEST_CASE("k8s layout: init --only issues just the named certificates and the CAs they chain to") {
+  hwca::test::TempDir tmp;
+  auto ledger = Ledger::open(tmp / "ledger.db");
+  SoftKeys keys;
+  std::vector<std::string> lines;
+  InitOptions opt;
+  opt.out = tmp / "out";
+  opt.requester = "cli:k8s init";
+  opt.report = [&](const std::string& l) { lines.push_back(l); };
+  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
+
+  // An unknown name is refused before anything is generated or written.
+  opt.only = {"apiserver", "nope"};
+  Error e = error_of([&] { init_cluster(s, keys, *ledger, opt); });
+  CHECK(e.kind() == ErrorKind::Usage);
+  CHECK_THAT(e.what(), Catch::Matchers::Contains("init --only: unknown certificate 'nope'"));
+  CHECK(keys.generated == 0);
+  CHECK(!std::filesystem::exists(opt.out));
+
+  // The seed document's set: its five leaves, and the two CAs they chain to (no front-proxy CA).
+  opt.only = {"flanneld", "apiserver", "kube-proxy.conf", "vm1/etcd-server", "etcd-etcdctl-client"};
+  InitResult r1 = init_cluster(s, keys, *ledger, opt);
+  CHECK(keys.generated == 2);
+  CHECK(r1.issued == 7);
+  std::set<std::string> issued;
+  for (const auto& l : lines) issued.insert(l.substr(0, l.find(' ', 7)));
+  CHECK(issued == std::set<std::string>{"issued ca", "issued etcd-ca", "issued apiserver", "issued vm1/etcd-server",
+                                        "issued flanneld", "issued kube-proxy.conf", "issued etcd-etcdctl-client"});
+  CHECK(ledger->list().size() == 7);
+  auto first = snapshot(opt.out);
+  for (const char* f : {"pki/ca.crt", "pki/etcd/ca.crt", "pki/apiserver.crt", "pki/apiserver.key", "pki/etcd/server.crt",
+                        "pki/flanneld.crt", "pki/etcd/etcdctl-client.key", "kube-proxy.conf", "nodes/vm2/pki/apiserver.crt"})
+    CHECK(first.count(f) == 1);
+  for (const char* f : {"pki/front-proxy-ca.crt", "pki/sa.key", "admin.conf", "pki/apiserver-kubelet-client.crt",
+                        "nodes/vm2/pki/etcd/server.crt", "flags/kube-apiserver.flags", "nodes/w1/kubelet.conf"})
+    CHECK(first.count(f) == 0);
+  // Each new key (generated ahead, while the CAs were made) belongs to its certificate.
+  for (const char* base : {"pki/apiserver", "pki/etcd/server", "pki/flanneld", "pki/etcd/etcdctl-client"}) {
+    INFO(base);
+    auto cert = hwca::x509_from_pem(first[std::string(base) + ".crt"], base);
+    auto key = hwca::private_key_from_pem(first[std::string(base) + ".key"], base);
+    CHECK(hwca::same_public_key(X509_get0_pubkey(cert.get()), key.get()));
+  }
+  KubeconfigCredentials proxy = parse_kubeconfig(first["kube-proxy.conf"], "kube-proxy.conf");
+  CHECK(proxy.ca_pem == first["pki/ca.crt"]);
+  CHECK(hwca::same_public_key(X509_get0_pubkey(hwca::x509_from_pem(proxy.cert_pem, "kube-proxy").get()),
+                              hwca::private_key_from_pem(proxy.key_pem, "kube-proxy").get()));
+
+  // Again: nothing to do.
+  InitResult r2 = init_cluster(s, keys, *ledger, opt);
+  CHECK(r2.issued == 0);
+  CHECK(r2.files_written == 0);
+
+  // A worker-only node's certificate by NODE/NAME, and the service-account key pair by "sa".
+  lines.clear();
+  opt.only = {"w1/kubelet", "sa"};
+  InitResult r3 = init_cluster(s, keys, *ledger, opt);
+  CHECK(r3.issued == 1);
+  CHECK(keys.generated == 2);
+  CHECK(std::filesystem::exists(opt.out + "/nodes/w1/pki/kubelet.crt"));
+  CHECK(!std::filesystem::exists(opt.out + "/nodes/w1/kubelet.conf"));
+  CHECK(std::filesystem::exists(opt.out + "/pki/sa.key"));
+
+  // A full init completes the rest and keeps what --only issued, byte for byte.
+  opt.only.clear();
+  InitResult r4 = init_cluster(s, keys, *ledger, opt);
+  CHECK(keys.generated == 3);
+  CHECK(r4.issued == static_cast<int>(make_plan(s).certs.size()) - 8);
+  auto last = snapshot(opt.out);
+  for (const char* f : {"pki/ca.crt", "pki/etcd/ca.crt", "pki/apiserver.crt", "pki/flanneld.key", "kube-proxy.conf",
+                        "pki/etcd/server.crt"})
+    CHECK(last[f] == first[f]);
+  CHECK(last.count("pki/front-proxy-ca.crt") == 1);
+  CHECK(last.count("flags/kube-apiserver.flags") == 1);
+  CHECK(ledger->list().size() == make_plan(s).certs.size());
+}

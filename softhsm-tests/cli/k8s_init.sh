@@ -257,6 +257,28 @@ ok
 [ "$(privkeys)" = 3 ] || fail "the token now holds $(privkeys) private keys"
 ok
 
+# --- init --only (kubeadm's `init phase certs NAME`): the named certificates and their CAs, nothing else.
+expect_error "init --only an unknown certificate" "$HWCA" k8s init --config "$CLUSTER" --out "$T/only" --only apiserver,nope
+grep -qF "init --only: unknown certificate 'nope' (known: " "$T/.stderr" || fail "unknown --only name: $(cat "$T/.stderr")"
+[ ! -e "$T/only" ] || fail "a refused --only wrote $T/only"
+"$HWCA" k8s init --config "$CLUSTER" --out "$T/only" --only apiserver,cp2/etcd-server --only admin.conf > "$T/only.out" ||
+  fail "init --only failed"
+grep -q '^init: 5 certificates issued, 0 kept' "$T/only.out" || fail "init --only: $(cat "$T/only.out")"
+for want in "issued ca " "issued etcd-ca " "issued apiserver " "issued cp2/etcd-server " "issued admin.conf "; do
+  grep -q "^$want" "$T/only.out" || fail "init --only did not say '$want': $(cat "$T/only.out")"
+done
+openssl verify -CAfile "$T/only/pki/ca.crt" "$T/only/pki/apiserver.crt" > /dev/null || fail "--only apiserver does not verify"
+openssl verify -CAfile "$T/only/pki/etcd/ca.crt" "$T/only/nodes/cp2/pki/etcd/server.crt" > /dev/null || fail "--only cp2/etcd-server"
+[ "$(openssl x509 -in "$T/only/nodes/cp2/pki/etcd/server.crt" -noout -subject -nameopt RFC2253)" = "subject=CN=cp2" ] ||
+  fail "--only cp2/etcd-server subject"
+[ "$(kubectl config view --kubeconfig "$T/only/admin.conf" -o jsonpath='{.contexts[0].name}')" = kubernetes-admin@kubernetes ] ||
+  fail "--only admin.conf is not a kubeconfig kubectl reads"
+for f in pki/front-proxy-ca.crt pki/sa.key pki/etcd/server.crt pki/apiserver-kubelet-client.crt super-admin.conf flags; do
+  [ ! -e "$T/only/$f" ] || fail "init --only wrote $f"
+done
+[ "$(privkeys)" = 3 ] || fail "init --only: the token now holds $(privkeys) private keys"
+ok
+
 # --- Bad input: file:line: field, nothing written. -----------------------------------------------
 bad() {
   local desc=$1 want=$2 file="$T/bad.yaml"
