@@ -7,21 +7,86 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
+#include <dlfcn.h>
 #include <regex>
 
 namespace hwca::core {
 
 namespace {
 
+// libpq is loaded when a PostgreSQL ledger is first opened, not when hwca starts: with what it needs
+// (Kerberos, LDAP, SASL, GnuTLS, ...) it is twenty shared libraries, and loading and relocating them was
+// about half of every hwca command's start-up time. The handle stays open for the life of the process.
+struct Libpq {
+  decltype(&::PQclear) PQclear;
+  decltype(&::PQconnectdb) PQconnectdb;
+  decltype(&::PQconsumeInput) PQconsumeInput;
+  decltype(&::PQerrorMessage) PQerrorMessage;
+  decltype(&::PQexec) PQexec;
+  decltype(&::PQexecParams) PQexecParams;
+  decltype(&::PQfinish) PQfinish;
+  decltype(&::PQgetisnull) PQgetisnull;
+  decltype(&::PQgetlength) PQgetlength;
+  decltype(&::PQgetvalue) PQgetvalue;
+  decltype(&::PQisBusy) PQisBusy;
+  decltype(&::PQntuples) PQntuples;
+  decltype(&::PQresultErrorField) PQresultErrorField;
+  decltype(&::PQresultStatus) PQresultStatus;
+  decltype(&::PQsetNoticeProcessor) PQsetNoticeProcessor;
+  decltype(&::PQstatus) PQstatus;
+  decltype(&::PQtransactionStatus) PQtransactionStatus;
+};
+
+template <typename F>
+F symbol(void* handle, const char* name) {
+  void* f = ::dlsym(handle, name);
+  if (!f) throw Error(ErrorKind::Io, std::string("the PostgreSQL ledger: libpq.so.5 has no ") + name);
+  return reinterpret_cast<F>(f);
+}
+
+Libpq load_libpq() {
+  void* handle = ::dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char* why = ::dlerror();
+    throw Error(ErrorKind::Io, std::string("the PostgreSQL ledger needs libpq (libpq.so.5, Debian package libpq5): ") +
+                                   (why ? why : "cannot load it"));
+  }
+  Libpq api{};
+  api.PQclear = symbol<decltype(&::PQclear)>(handle, "PQclear");
+  api.PQconnectdb = symbol<decltype(&::PQconnectdb)>(handle, "PQconnectdb");
+  api.PQconsumeInput = symbol<decltype(&::PQconsumeInput)>(handle, "PQconsumeInput");
+  api.PQerrorMessage = symbol<decltype(&::PQerrorMessage)>(handle, "PQerrorMessage");
+  api.PQexec = symbol<decltype(&::PQexec)>(handle, "PQexec");
+  api.PQexecParams = symbol<decltype(&::PQexecParams)>(handle, "PQexecParams");
+  api.PQfinish = symbol<decltype(&::PQfinish)>(handle, "PQfinish");
+  api.PQgetisnull = symbol<decltype(&::PQgetisnull)>(handle, "PQgetisnull");
+  api.PQgetlength = symbol<decltype(&::PQgetlength)>(handle, "PQgetlength");
+  api.PQgetvalue = symbol<decltype(&::PQgetvalue)>(handle, "PQgetvalue");
+  api.PQisBusy = symbol<decltype(&::PQisBusy)>(handle, "PQisBusy");
+  api.PQntuples = symbol<decltype(&::PQntuples)>(handle, "PQntuples");
+  api.PQresultErrorField = symbol<decltype(&::PQresultErrorField)>(handle, "PQresultErrorField");
+  api.PQresultStatus = symbol<decltype(&::PQresultStatus)>(handle, "PQresultStatus");
+  api.PQsetNoticeProcessor = symbol<decltype(&::PQsetNoticeProcessor)>(handle, "PQsetNoticeProcessor");
+  api.PQstatus = symbol<decltype(&::PQstatus)>(handle, "PQstatus");
+  api.PQtransactionStatus = symbol<decltype(&::PQtransactionStatus)>(handle, "PQtransactionStatus");
+  return api;
+}
+
+// Loaded once (a failed load is tried again on the next call).
+const Libpq& pq() {
+  static const Libpq api = load_libpq();
+  return api;
+}
+
 struct ResultDeleter {
-  void operator()(PGresult* r) const noexcept { PQclear(r); }
+  void operator()(PGresult* r) const noexcept { pq().PQclear(r); }
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
 constexpr const char* kUniqueViolation = "23505";
 
 std::string conn_error(PGconn* c) {
-  std::string msg = c ? PQerrorMessage(c) : "out of memory";
+  std::string msg = c ? pq().PQerrorMessage(c) : "out of memory";
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
   for (char& ch : msg)
     if (ch == '\n') ch = ' ';
@@ -29,7 +94,7 @@ std::string conn_error(PGconn* c) {
 }
 
 std::string sqlstate(const PGresult* r) {
-  const char* s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  const char* s = r ? pq().PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   return s ? s : "";
 }
 
@@ -46,20 +111,20 @@ Result run(PGconn* c, const std::string& name, const std::string& what, const ch
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p.c_str());
-  Result r(PQexecParams(c, sql, static_cast<int>(params.size()), nullptr, values.empty() ? nullptr : values.data(),
+  Result r(pq().PQexecParams(c, sql, static_cast<int>(params.size()), nullptr, values.empty() ? nullptr : values.data(),
                         nullptr, nullptr, 0));
-  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  ExecStatusType st = r ? pq().PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
     throw PgFailure("ledger " + name + ": " + what + ": " + conn_error(c), sqlstate(r.get()));
   return r;
 }
 
 std::string text(const PGresult* r, int row, int col) {
-  if (PQgetisnull(r, row, col)) return {};
-  return std::string(PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col)));
+  if (pq().PQgetisnull(r, row, col)) return {};
+  return std::string(pq().PQgetvalue(r, row, col), static_cast<size_t>(pq().PQgetlength(r, row, col)));
 }
 
-long long integer(const PGresult* r, int row, int col) { return std::strtoll(PQgetvalue(r, row, col), nullptr, 10); }
+long long integer(const PGresult* r, int row, int col) { return std::strtoll(pq().PQgetvalue(r, row, col), nullptr, 10); }
 
 // Schema migrations: kMigrations[n] takes the schema from version n to n + 1 (as the SQLite ledger's).
 // certificates.seq orders rows as SQLite's rowid does.
@@ -147,7 +212,7 @@ AuditEntry audit_row(const PGresult* r, int row) {
 std::optional<AuditEntry> read_audit_head(PGconn* c, const std::string& name) {
   Result r = run(c, name, "reading the audit chain head",
                  "SELECT id, at, kind, detail, prev_hash, hash FROM audit_events ORDER BY id DESC LIMIT 1");
-  if (PQntuples(r.get()) == 0) return std::nullopt;
+  if (pq().PQntuples(r.get()) == 0) return std::nullopt;
   return audit_row(r.get(), 0);
 }
 
@@ -173,7 +238,7 @@ auto in_transaction(PGconn* c, const std::string& name, const std::string& what,
     run(c, name, what + ": committing", "COMMIT");
     return result;
   } catch (...) {
-    if (PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, "ROLLBACK"));
+    if (pq().PQstatus(c) == CONNECTION_OK) pq().PQclear(pq().PQexec(c, "ROLLBACK"));
     throw;
   }
 }
@@ -207,10 +272,10 @@ void insert_certificate(PGconn* c, const std::string& name, const LedgerEntry& e
 // again to see the EOF.
 bool still_open(PGconn* c) {
   for (int i = 0; i < 2; ++i) {
-    if (PQconsumeInput(c) == 0 || PQstatus(c) != CONNECTION_OK) return false;
-    (void)PQisBusy(c);
+    if (pq().PQconsumeInput(c) == 0 || pq().PQstatus(c) != CONNECTION_OK) return false;
+    (void)pq().PQisBusy(c);
   }
-  return PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+  return pq().PQstatus(c) == CONNECTION_OK && pq().PQtransactionStatus(c) == PQTRANS_IDLE;
 }
 
 // Server messages outside a query (a restart's FATAL) are not printed: the failure they announce surfaces
@@ -254,7 +319,7 @@ std::string PgLedger::display_name(const std::string& url) {
 PgLedger::PgLedger(std::string url, std::string display) : Ledger(std::move(display)), m_url(std::move(url)) {}
 
 PgLedger::~PgLedger() {
-  for (PGconn* c : m_idle) PQfinish(c);
+  for (PGconn* c : m_idle) pq().PQfinish(c);
 }
 
 PGconn* PgLedger::acquire() const {
@@ -268,15 +333,15 @@ PGconn* PgLedger::acquire() const {
       // An idle connection the server has closed since (a restart: it sent FATAL and closed the socket) is
       // seen here without a round trip (libpq's socket is non-blocking), and replaced by a new one.
       if (still_open(c)) return c;
-      PQfinish(c);
+      pq().PQfinish(c);
       --m_open;
     }
     ++m_open;
   }
-  PGconn* c = PQconnectdb(m_url.c_str());
-  if (!c || PQstatus(c) != CONNECTION_OK) {
+  PGconn* c = pq().PQconnectdb(m_url.c_str());
+  if (!c || pq().PQstatus(c) != CONNECTION_OK) {
     std::string msg = conn_error(c);
-    PQfinish(c);
+    pq().PQfinish(c);
     {
       std::lock_guard<std::mutex> lk(m_pool_mutex);
       --m_open;
@@ -284,8 +349,8 @@ PGconn* PgLedger::acquire() const {
     m_pool_cv.notify_one();
     throw Error(ErrorKind::Io, "ledger " + m_path + ": cannot connect: " + msg);
   }
-  PQsetNoticeProcessor(c, &ignore_notice, nullptr);
-  PQclear(PQexec(c, "SET client_min_messages = warning"));
+  pq().PQsetNoticeProcessor(c, &ignore_notice, nullptr);
+  pq().PQclear(pq().PQexec(c, "SET client_min_messages = warning"));
   return c;
 }
 
@@ -293,21 +358,21 @@ void PgLedger::release(PGconn* c) const {
   std::vector<PGconn*> close;
   {
     std::lock_guard<std::mutex> lk(m_pool_mutex);
-    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE) {
+    if (pq().PQstatus(c) == CONNECTION_OK && pq().PQtransactionStatus(c) == PQTRANS_IDLE) {
       m_idle.push_back(c);
     } else {
       // A broken connection, or one left inside a transaction, is closed; the next call opens a new one.
       // When the connection broke, the idle ones most likely did too (the server restarted): close them
       // as well, so that each of them does not fail one more request.
       close.push_back(c);
-      if (PQstatus(c) != CONNECTION_OK) {
+      if (pq().PQstatus(c) != CONNECTION_OK) {
         close.insert(close.end(), m_idle.begin(), m_idle.end());
         m_idle.clear();
       }
       m_open -= close.size();
     }
   }
-  for (PGconn* x : close) PQfinish(x);
+  for (PGconn* x : close) pq().PQfinish(x);
   m_pool_cv.notify_all();
 }
 
@@ -322,15 +387,15 @@ std::unique_ptr<Ledger> PgLedger::open(const std::string& url) {
       run(c, name, "locking the schema", "SELECT pg_advisory_xact_lock($1::bigint)", {std::to_string(kMigrateLockKey)});
       run(c, name, "creating schema_version", "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
       Result r = run(c, name, "reading the schema version", "SELECT version FROM schema_version LIMIT 1");
-      int version = PQntuples(r.get()) == 0 ? 0 : static_cast<int>(integer(r.get(), 0, 0));
+      int version = pq().PQntuples(r.get()) == 0 ? 0 : static_cast<int>(integer(r.get(), 0, 0));
       if (version > kSchemaVersion)
         throw Error(ErrorKind::Io, "ledger " + name + " has schema version " + std::to_string(version) +
                                        ", newer than this hwca knows (" + std::to_string(kSchemaVersion) +
                                        "); use a newer hwca");
       if (version == kSchemaVersion) return true;
       // Constant SQL with several statements: the simple query protocol.
-      Result m(PQexec(c, kMigrations[version]));
-      if (!m || PQresultStatus(m.get()) != PGRES_COMMAND_OK)
+      Result m(pq().PQexec(c, kMigrations[version]));
+      if (!m || pq().PQresultStatus(m.get()) != PGRES_COMMAND_OK)
         throw Error(ErrorKind::Io, "ledger " + name + ": migrating the schema to version " + std::to_string(version + 1) +
                                        ": " + conn_error(c));
       run(c, name, "updating the schema version", "DELETE FROM schema_version");
@@ -391,7 +456,7 @@ LedgerEntry PgLedger::revoke(const std::string& serial, const std::string& reaso
     Result q = run(c, m_path, "looking up a serial",
                    (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = $1 FOR UPDATE").c_str(),
                    {serial});
-    if (PQntuples(q.get()) == 0) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
+    if (pq().PQntuples(q.get()) == 0) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
     LedgerEntry e = cert_row(q.get(), 0);
     if (e.status == "revoked")
       throw Error(ErrorKind::Conflict, "serial " + serial + " was already revoked at " + e.revoked_at + " (" +
@@ -416,7 +481,7 @@ void PgLedger::mark_orphaned(const std::string& serial, const std::string& why) 
     Result q = run(c, m_path, "looking up a serial",
                    (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = $1 FOR UPDATE").c_str(),
                    {serial});
-    if (PQntuples(q.get()) == 0) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
+    if (pq().PQntuples(q.get()) == 0) throw Error(ErrorKind::NotFound, "serial " + serial + " is not in the ledger " + m_path);
     LedgerEntry e = cert_row(q.get(), 0);
     if (e.status != "issued")
       throw Error(ErrorKind::Conflict, "serial " + serial + " is " + e.status + ", not issued: it cannot be marked orphaned");
@@ -433,7 +498,7 @@ std::optional<LedgerEntry> PgLedger::find_by_request_id(const std::string& reque
   Result q = run(lease.get(), m_path, "looking up a request",
                  (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE request_id = $1").c_str(),
                  {request_id});
-  if (PQntuples(q.get()) == 0) return std::nullopt;
+  if (pq().PQntuples(q.get()) == 0) return std::nullopt;
   return cert_row(q.get(), 0);
 }
 
@@ -441,7 +506,7 @@ std::optional<LedgerEntry> PgLedger::find(const std::string& serial) const {
   Lease lease(*this);
   Result q = run(lease.get(), m_path, "looking up a serial",
                  (std::string("SELECT ") + kCertColumns + " FROM certificates WHERE serial = $1").c_str(), {serial});
-  if (PQntuples(q.get()) == 0) return std::nullopt;
+  if (pq().PQntuples(q.get()) == 0) return std::nullopt;
   return cert_row(q.get(), 0);
 }
 
@@ -453,7 +518,7 @@ std::vector<LedgerEntry> PgLedger::revoked_by(const std::string& issuer) const {
                      .c_str(),
                  {issuer});
   std::vector<LedgerEntry> out;
-  for (int i = 0; i < PQntuples(q.get()); ++i) out.push_back(cert_row(q.get(), i));
+  for (int i = 0; i < pq().PQntuples(q.get()); ++i) out.push_back(cert_row(q.get(), i));
   return out;
 }
 
@@ -467,7 +532,7 @@ long long PgLedger::next_crl_number(const std::string& issuer_key_id, const std:
                    " ON CONFLICT(issuer_key_id) DO UPDATE SET last_number = crl_numbers.last_number + 1,"
                    " issuer = EXCLUDED.issuer RETURNING last_number",
                    {issuer_key_id, issuer});
-    if (PQntuples(r.get()) != 1) throw Error(ErrorKind::Io, "ledger " + m_path + ": could not read the CRL number");
+    if (pq().PQntuples(r.get()) != 1) throw Error(ErrorKind::Io, "ledger " + m_path + ": could not read the CRL number");
     long long number = integer(r.get(), 0, 0);
     append_audit_locked(c, m_path, "crl-number",
                         audit_detail_crl_number(issuer, issuer_key_id, number));
@@ -491,7 +556,7 @@ std::vector<AuditEntry> PgLedger::audit_entries() const {
   Result r = run(lease.get(), m_path, "reading the audit chain",
                  "SELECT id, at, kind, detail, prev_hash, hash FROM audit_events ORDER BY id");
   std::vector<AuditEntry> out;
-  for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(audit_row(r.get(), i));
+  for (int i = 0; i < pq().PQntuples(r.get()); ++i) out.push_back(audit_row(r.get(), i));
   return out;
 }
 
@@ -500,7 +565,7 @@ std::vector<AuditCheckpoint> PgLedger::audit_checkpoints() const {
   Result r = run(lease.get(), m_path, "reading the audit checkpoints",
                  "SELECT id, entry_id, head_hash, count, at, signature, key_uri, public_key FROM audit_checkpoints ORDER BY id");
   std::vector<AuditCheckpoint> out;
-  for (int i = 0; i < PQntuples(r.get()); ++i) {
+  for (int i = 0; i < pq().PQntuples(r.get()); ++i) {
     AuditCheckpoint cp;
     cp.id = integer(r.get(), i, 0);
     cp.entry_id = integer(r.get(), i, 1);
@@ -555,7 +620,7 @@ std::vector<LedgerEntry> PgLedger::list() const {
   Result r = run(lease.get(), m_path, "listing certificates",
                  (std::string("SELECT ") + kCertColumns + " FROM certificates ORDER BY issued_at, seq").c_str());
   std::vector<LedgerEntry> out;
-  for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(cert_row(r.get(), i));
+  for (int i = 0; i < pq().PQntuples(r.get()); ++i) out.push_back(cert_row(r.get(), i));
   return out;
 }
 
@@ -563,7 +628,7 @@ std::vector<LedgerEvent> PgLedger::events() const {
   Lease lease(*this);
   Result r = run(lease.get(), m_path, "listing events", "SELECT id, at, kind, detail FROM events ORDER BY id");
   std::vector<LedgerEvent> out;
-  for (int i = 0; i < PQntuples(r.get()); ++i) {
+  for (int i = 0; i < pq().PQntuples(r.get()); ++i) {
     LedgerEvent e;
     e.id = integer(r.get(), i, 0);
     e.at = text(r.get(), i, 1);
@@ -577,13 +642,13 @@ std::vector<LedgerEvent> PgLedger::events() const {
 bool PgLedger::has_serial(const std::string& serial) const {
   Lease lease(*this);
   Result r = run(lease.get(), m_path, "looking up a serial", "SELECT 1 FROM certificates WHERE serial = $1", {serial});
-  return PQntuples(r.get()) > 0;
+  return pq().PQntuples(r.get()) > 0;
 }
 
 int PgLedger::schema_version() const {
   Lease lease(*this);
   Result r = run(lease.get(), m_path, "reading the schema version", "SELECT version FROM schema_version LIMIT 1");
-  return PQntuples(r.get()) == 0 ? 0 : static_cast<int>(integer(r.get(), 0, 0));
+  return pq().PQntuples(r.get()) == 0 ? 0 : static_cast<int>(integer(r.get(), 0, 0));
 }
 
 }  // namespace hwca::core
