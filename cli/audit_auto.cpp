@@ -90,6 +90,9 @@ class CheckpointingLedger final : public core::Ledger {
   std::optional<core::LedgerEntry> find_by_request_id(const std::string& request_id) const override {
     return m_inner->find_by_request_id(request_id);
   }
+  std::vector<core::LedgerEntry> request_ids_with_prefix(const std::string& prefix) const override {
+    return m_inner->request_ids_with_prefix(prefix);
+  }
   std::vector<core::LedgerEntry> revoked_by(const std::string& issuer) const override { return m_inner->revoked_by(issuer); }
   std::optional<core::AuditEntry> audit_head() const override { return m_inner->audit_head(); }
   std::vector<core::AuditEntry> audit_entries() const override { return m_inner->audit_entries(); }

@@ -485,7 +485,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     throw Error(ErrorKind::Io, out + ": " + e.code().message());
   }
   while (abs_out.size() > 1 && abs_out.back() == '/') abs_out.pop_back();
-  FileRows rows(ledger.list(), abs_out);
+  FileRows rows(ledger.request_ids_with_prefix(std::string(kFileRequestIdPrefix)), abs_out);
   const long long run = rows.next_run();
   auto request_id = [&](const std::string& rel) { return file_request_id(run, abs_out + "/" + rel); };
   // Rows an earlier run recorded for `rel` but never wrote: marked orphaned before anything new is issued

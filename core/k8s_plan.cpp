@@ -355,17 +355,13 @@ Plan make_plan(const ClusterSpec& s) {
 // ---------------------------------------------------------------------------------------------
 // Crash consistency
 
-namespace {
-constexpr std::string_view kFilePrefix = "k8s-file:";
-}  // namespace
-
 std::string file_request_id(long long run, const std::string& abs_path) {
-  return std::string(kFilePrefix) + std::to_string(run) + ":" + abs_path;
+  return std::string(kFileRequestIdPrefix) + std::to_string(run) + ":" + abs_path;
 }
 
 std::optional<FileRequest> parse_file_request_id(const std::string& id) {
-  if (id.compare(0, kFilePrefix.size(), kFilePrefix) != 0) return std::nullopt;
-  size_t at = kFilePrefix.size(), colon = id.find(':', at);
+  if (id.compare(0, kFileRequestIdPrefix.size(), kFileRequestIdPrefix) != 0) return std::nullopt;
+  size_t at = kFileRequestIdPrefix.size(), colon = id.find(':', at);
   if (colon == std::string::npos || colon == at || colon - at > 18) return std::nullopt;
   FileRequest r;
   for (size_t i = at; i < colon; ++i) {

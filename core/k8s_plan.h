@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -106,6 +107,7 @@ SubjectAltNames etcd_sans(const Node& node);
 //     hand cannot be told from one that never arrived: its last certificate is marked too).
 //   - P holds something else (a certificate this ledger did not record for P, or nothing readable):
 //     nothing is marked (nothing can be proven).
+inline constexpr std::string_view kFileRequestIdPrefix = "k8s-file:";
 std::string file_request_id(long long run, const std::string& abs_path);
 struct FileRequest {
   long long run = 0;
@@ -140,7 +142,7 @@ struct Orphan {
 // The rules above for one file: `rows` are the file's rows in any order.
 std::vector<Orphan> find_orphans(const std::string& abs_path, const std::vector<FileRow>& rows, const OnDisk& disk);
 
-// The k8s-file rows of one output folder, by absolute path, from one Ledger::list().
+// The k8s-file rows of one output folder, by absolute path, from one Ledger::request_ids_with_prefix().
 class FileRows {
  public:
   FileRows() = default;

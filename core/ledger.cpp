@@ -284,6 +284,7 @@ class SqliteLedger final : public Ledger {
   LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) override;
   std::optional<LedgerEntry> find(const std::string& serial_hex) const override;
   std::optional<LedgerEntry> find_by_request_id(const std::string& request_id) const override;
+  std::vector<LedgerEntry> request_ids_with_prefix(const std::string& prefix) const override;
   void mark_orphaned(const std::string& serial_hex, const std::string& why) override;
   std::vector<LedgerEntry> revoked_by(const std::string& issuer) const override;
   long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer) override;
@@ -567,6 +568,34 @@ std::optional<LedgerEntry> SqliteLedger::find_by_request_id(const std::string& r
   if (rc == SQLITE_DONE) return std::nullopt;
   if (rc != SQLITE_ROW) fail(m_db, m_path, "looking up a request");
   return cert_row(q.get());
+}
+
+std::vector<LedgerEntry> SqliteLedger::request_ids_with_prefix(const std::string& prefix) const {
+  if (prefix.empty()) throw Error(ErrorKind::Internal, "request_ids_with_prefix: empty prefix");
+  // A range on the request_id index (BINARY collation: byte order): [prefix, prefix with its last byte + 1).
+  std::string end = prefix;
+  while (!end.empty() && static_cast<unsigned char>(end.back()) == 0xff) end.pop_back();
+  std::lock_guard<std::mutex> lock(m_mutex);
+  Stmt q = prepare(m_db, m_path,
+                   end.empty() ? "SELECT serial, status, request_id FROM certificates WHERE request_id >= ?1 ORDER BY rowid"
+                               : "SELECT serial, status, request_id FROM certificates WHERE request_id >= ?1 AND "
+                                 "request_id < ?2 ORDER BY rowid");
+  bind_text(m_db, m_path, q.get(), 1, prefix);
+  if (!end.empty()) {
+    end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
+    bind_text(m_db, m_path, q.get(), 2, end);
+  }
+  std::vector<LedgerEntry> out;
+  int rc = 0;
+  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+    LedgerEntry e;
+    e.serial = column_text(q.get(), 0);
+    e.status = column_text(q.get(), 1);
+    e.request_id = column_text(q.get(), 2);
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) fail(m_db, m_path, "listing request ids");
+  return out;
 }
 
 std::optional<LedgerEntry> SqliteLedger::find(const std::string& serial) const {

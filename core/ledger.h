@@ -96,6 +96,10 @@ class Ledger {
   virtual std::optional<LedgerEntry> find(const std::string& serial_hex) const = 0;
   // The certificate recorded for `request_id` (see record()), if any.
   virtual std::optional<LedgerEntry> find_by_request_id(const std::string& request_id) const = 0;
+  // The rows whose request id starts with `prefix` (not empty), oldest first, with only serial, status and
+  // request_id set: what `k8s init` needs of a ledger that may hold hundreds of thousands of certificates,
+  // without their PEM and names.
+  virtual std::vector<LedgerEntry> request_ids_with_prefix(const std::string& prefix) const = 0;
   // Marks an issued certificate whose output never reached its destination (a crash between the ledger
   // commit and the file rename) as "orphaned", with a `certificate-orphaned` audit event giving `why`, in
   // one transaction. Error(NotFound) for an unknown serial; Error(Conflict) unless its status is "issued".

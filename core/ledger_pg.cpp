@@ -502,6 +502,23 @@ std::optional<LedgerEntry> PgLedger::find_by_request_id(const std::string& reque
   return cert_row(q.get(), 0);
 }
 
+std::vector<LedgerEntry> PgLedger::request_ids_with_prefix(const std::string& prefix) const {
+  if (prefix.empty()) throw Error(ErrorKind::Internal, "request_ids_with_prefix: empty prefix");
+  Lease lease(*this);
+  Result r = run(lease.get(), m_path, "listing request ids",
+                 "SELECT serial, status, request_id FROM certificates WHERE starts_with(request_id, $1) ORDER BY seq",
+                 {prefix});
+  std::vector<LedgerEntry> out;
+  for (int i = 0; i < pq().PQntuples(r.get()); ++i) {
+    LedgerEntry e;
+    e.serial = text(r.get(), i, 0);
+    e.status = text(r.get(), i, 1);
+    e.request_id = text(r.get(), i, 2);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 std::optional<LedgerEntry> PgLedger::find(const std::string& serial) const {
   Lease lease(*this);
   Result q = run(lease.get(), m_path, "looking up a serial",

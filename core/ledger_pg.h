@@ -39,6 +39,7 @@ class PgLedger final : public Ledger {
   LedgerEntry revoke(const std::string& serial_hex, const std::string& reason, std::time_t revoked_at) override;
   std::optional<LedgerEntry> find(const std::string& serial_hex) const override;
   std::optional<LedgerEntry> find_by_request_id(const std::string& request_id) const override;
+  std::vector<LedgerEntry> request_ids_with_prefix(const std::string& prefix) const override;
   void mark_orphaned(const std::string& serial_hex, const std::string& why) override;
   std::vector<LedgerEntry> revoked_by(const std::string& issuer) const override;
   long long next_crl_number(const std::string& issuer_key_id, const std::string& issuer) override;

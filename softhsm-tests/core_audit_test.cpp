@@ -351,13 +351,27 @@ TEST_CASE("ledger v3: request ids are unique and orphaned rows are marked with a
           ledger->record_batch({{c5.get(), "p", "r", "k8s-csr:uid-9"}, {c6.get(), "p", "r", "k8s-csr:uid-9"}});
         }).kind() == ErrorKind::Conflict);
   CHECK(ledger->list().size() == 3);
+  // The rows by request-id prefix: serial, status and request id only, oldest first; a prefix is a prefix.
+  auto c7 = build_certificate(t, random_serial().get(), key.get(), nullptr, key.get());
+  ledger->record(c7.get(), "p", "k8s init", "k8s-file:1:/out/pki/apiserver.crt");
+  auto k8s_csr = ledger->request_ids_with_prefix("k8s-csr:");
+  REQUIRE(k8s_csr.size() == 1);
+  CHECK(k8s_csr[0].serial == s1);
+  CHECK(k8s_csr[0].status == "issued");
+  CHECK(k8s_csr[0].request_id == "k8s-csr:uid-1");
+  CHECK(k8s_csr[0].pem.empty());
+  CHECK(ledger->request_ids_with_prefix("k8s-").size() == 2);
+  CHECK(ledger->request_ids_with_prefix("k8s-file:1:/out/").size() == 1);
+  CHECK(ledger->request_ids_with_prefix("k8s-file:2").empty());
+  CHECK(ledger->request_ids_with_prefix("k8s-csr:uid-1x").empty());
+  CHECK(error_of([&] { ledger->request_ids_with_prefix(""); }).kind() == ErrorKind::Internal);
 
   ledger->mark_orphaned(s1, "its files never reached out/pki/x.crt");
   CHECK(ledger->find(s1)->status == "orphaned");
   CHECK(error_of([&] { ledger->mark_orphaned(s1, "again"); }).kind() == ErrorKind::Conflict);
   CHECK(error_of([&] { ledger->mark_orphaned("abcdef", "nope"); }).kind() == ErrorKind::NotFound);
   auto entries = ledger->audit_entries();
-  REQUIRE(entries.size() == 4);
+  REQUIRE(entries.size() == 5);
   CHECK(entries.back().kind == "certificate-orphaned");
   auto detail = nlohmann::json::parse(entries.back().detail);
   CHECK(detail["serial"] == s1);

@@ -198,6 +198,24 @@ grep -qi "Serial Number: 0*$rserial" crl.txt || fail "the CRL does not list $rse
 "$HWCA" --ledger "$URL" audit verify > audit.out 2>&1 || fail "audit verify after the revocation: $(cat audit.out)"
 ok
 
+# k8s init on the shared ledger: its crash-recovery look-up (the k8s-file rows, by request-id prefix)
+# runs in PostgreSQL. A primary file deleted after the run looks like one that never arrived: its row
+# is marked orphaned by the next run and the certificate issued again.
+sed 's/token=hwca-example;/token=serve-ca;/' "$HWCA_SOURCE_DIR/examples/loopback-cluster.yaml" > k8s.yaml
+export HWCA_PIN; HWCA_PIN=$(cat "$T/serve-ca.pin")
+"$HWCA" --ledger "$URL" k8s init --config k8s.yaml --out k8s --only apiserver > k8s1.out 2>&1 || fail "k8s init: $(cat k8s1.out)"
+grep -q '^init: 2 certificates issued, 0 kept' k8s1.out || fail "k8s init: $(cat k8s1.out)"
+"$HWCA" --ledger "$URL" k8s init --config k8s.yaml --out k8s --only apiserver > k8s2.out 2>&1 || fail "k8s init again: $(cat k8s2.out)"
+grep -q '^init: 0 certificates issued, 2 kept' k8s2.out || fail "k8s init again: $(cat k8s2.out)"
+rm k8s/pki/apiserver.crt
+"$HWCA" --ledger "$URL" k8s init --config k8s.yaml --out k8s --only apiserver > k8s3.out 2>&1 || fail "k8s init after rm: $(cat k8s3.out)"
+grep -q '^init: 1 ledger row marked orphaned' k8s3.out || fail "no orphan found: $(cat k8s3.out)"
+[ "$(q "SELECT count(*) FROM certificates WHERE request_id LIKE 'k8s-file:1:%/pki/apiserver.crt' AND status = 'orphaned'")" = 1 ] ||
+  fail "the orphaned row is not marked in PostgreSQL"
+[ "$(q "SELECT count(*) FROM certificates WHERE request_id LIKE 'k8s-file:%'")" = 3 ] || fail "k8s-file rows"
+openssl verify -CAfile k8s/pki/ca.crt k8s/pki/apiserver.crt > /dev/null || fail "the re-issued apiserver certificate"
+ok
+
 # Tampering is seen: change one entry's detail and `audit verify` reports the break.
 q "UPDATE audit_events SET detail = replace(detail, 'serial', 'Serial') WHERE id = 5"
 rc=0
