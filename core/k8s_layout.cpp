@@ -15,6 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -372,9 +373,10 @@ class PlanParts {
   std::vector<Node> m_workers;
 };
 
-// Leaf keys generated ahead, on one background thread, while the CAs are opened or made in the device
-// (a token generates a CA key on one core; with RSA that is the longest step of a small cluster). take()
-// finishes the rest on every core. A pool that is never taken stops after the key it is generating.
+// Software leaf keys, generated on every core. Made early, the pool starts on one background thread while
+// the CAs are opened or made in the device (a token generates a CA key on one core; with RSA that is the
+// longest step of a small cluster); take() finishes the rest on every core. A pool that is never taken
+// stops after the key it is generating.
 class KeyPool {
  public:
   KeyPool(const KeySpec& spec, size_t count) : m_spec(spec), m_keys(count) {
@@ -418,28 +420,6 @@ class KeyPool {
   std::exception_ptr m_failure;
   std::thread m_thread;
 };
-
-void generate_keys(const std::vector<Leaf*>& todo, const KeySpec& key_spec) {
-  std::atomic<size_t> next{0};
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  auto work = [&] {
-    for (size_t i = next++; i < todo.size(); i = next++) {
-      try {
-        todo[i]->key = generate_software_key(key_spec);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(failure_mutex);
-        if (!failure) failure = std::current_exception();
-      }
-    }
-  };
-  unsigned workers = std::max(1u, std::min(std::thread::hardware_concurrency(), static_cast<unsigned>(todo.size())));
-  std::vector<std::thread> threads;
-  for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
-  work();
-  for (auto& t : threads) t.join();
-  if (failure) std::rethrow_exception(failure);
-}
 
 }  // namespace
 
@@ -692,16 +672,18 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     std::vector<Leaf*> todo;
     for (auto& l : leaves)
       if (l.issue && l.new_key) todo.push_back(&l);
+    // The prefetched keys first (only part 0 has any; surplus ones, if a file appeared meanwhile, are
+    // dropped), then the rest on every core.
+    std::vector<EVP_PKEY_ptr> ready;
     if (prefetch) {
-      // The prefetched keys first (only part 0 has any; surplus ones, if a file appeared meanwhile, are
-      // dropped).
-      std::vector<EVP_PKEY_ptr> ready = prefetch->take();
+      ready = prefetch->take();
       prefetch.reset();
-      size_t used = std::min(ready.size(), todo.size());
-      for (size_t i = 0; i < used; ++i) todo[i]->key = std::move(ready[i]);
-      todo.erase(todo.begin(), todo.begin() + static_cast<std::ptrdiff_t>(used));
     }
-    generate_keys(todo, spec.leaf_key);
+    if (ready.size() < todo.size()) {
+      std::vector<EVP_PKEY_ptr> more = KeyPool(spec.leaf_key, todo.size() - ready.size()).take();
+      std::move(more.begin(), more.end(), std::back_inserter(ready));
+    }
+    for (size_t i = 0; i < todo.size(); ++i) todo[i]->key = std::move(ready[i]);
     for (CaRole role : {CaRole::Kubernetes, CaRole::Etcd, CaRole::FrontProxy}) {
       if (failure) break;
       std::vector<Leaf*> batch;
