@@ -387,9 +387,13 @@ class KeyPool {
   KeyPool& operator=(const KeyPool&) = delete;
 
   std::vector<EVP_PKEY_ptr> take() {
-    unsigned more = std::max(1u, std::thread::hardware_concurrency()) - (m_thread.joinable() ? 1u : 0u);
+    // This thread and the prefetch thread (if any) work too; helpers only for keys still to start.
+    const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+    const size_t busy = m_thread.joinable() ? 1 : 0;
+    const size_t started = std::min(m_next.load(), m_keys.size());
+    const size_t helpers = std::min(cores > busy + 1 ? cores - busy - 1 : 0, m_keys.size() - started);
     std::vector<std::thread> threads;
-    for (unsigned i = 1; i < more; ++i) threads.emplace_back([this] { work(); });
+    for (size_t i = 0; i < helpers; ++i) threads.emplace_back([this] { work(); });
     work();
     for (auto& t : threads) t.join();
     stop();
@@ -493,6 +497,8 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       if (listed(n, c.node, c.name)) return true;
     return false;
   };
+  // What a name may select: any leaf; a CA only with init --only (renew never re-keys a CA).
+  auto nameable = [&](const CertSpec& c) { return !c.is_ca || only; };
   if (opt.renew && !opt.renew_all && opt.renew_names.empty())
     throw Error(ErrorKind::Usage, "renew needs certificate names or --all");
   // Every worker-only node has the same certificates: the first part's names stand for all.
@@ -508,7 +514,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   for (const auto& n : chosen) {
     bool known = false;
     for (const auto& c : plan.certs) {
-      if (c.is_ca ? only && n == c.name : listed(n, c.node, c.name)) {
+      if (nameable(c) && listed(n, c.node, c.name)) {
         known = true;
         needed.insert(c.ca);
       }
@@ -524,7 +530,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     if (!known) {
       std::set<std::string> all(worker_names);
       for (const auto& c : plan.certs)
-        if (!c.is_ca || only) all.insert(c.name);
+        if (nameable(c)) all.insert(c.name);
       if (only) all.insert("sa");
       std::string list;
       for (const auto& x : all) list += (list.empty() ? "" : ", ") + x;

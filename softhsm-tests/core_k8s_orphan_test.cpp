@@ -4,6 +4,7 @@
 // rows a "killed" run recorded but never wrote (software CA keys through the KeySource port). The real
 // SIGKILLs are softhsm-tests/cli/k8s_crash.sh.
 #include "core_helpers.h"
+#include "k8s_layout_fixture.h"
 
 #include "core/engine.h"
 #include "core/files.h"
@@ -21,6 +22,8 @@
 using hwca::Error;
 using hwca::ErrorKind;
 using hwca::test::error_of;
+using hwca::test::LayoutRun;
+using hwca::test::SoftKeys;
 using namespace hwca::core;
 using namespace hwca::core::k8s;
 
@@ -171,27 +174,6 @@ TEST_CASE("files: a folder lock is exclusive and released when dropped") {
 
 namespace {
 
-class SoftKey final : public CaKey {
- public:
-  explicit SoftKey(EVP_PKEY* k) : m_key(hwca::share(k)) {}
-  EVP_PKEY* pkey() const override { return m_key.get(); }
-  EVP_PKEY* public_key() const override { return m_key.get(); }
-
- private:
-  hwca::EVP_PKEY_ptr m_key;
-};
-
-class SoftKeys final : public KeySource {
- public:
-  std::map<std::string, hwca::EVP_PKEY_ptr> keys;
-  bool exists(const std::string& uri) override { return keys.count(uri) > 0; }
-  std::unique_ptr<CaKey> open(const std::string& uri) override { return std::make_unique<SoftKey>(keys.at(uri).get()); }
-  std::unique_ptr<CaKey> generate(const std::string& uri, const hwca::KeySpec& spec) override {
-    keys[uri] = hwca::generate_software_key(spec);
-    return open(uri);
-  }
-};
-
 const std::string kCluster = R"(name: kubernetes
 kubernetesVersion: "1.30"
 controlPlaneEndpoint: 10.0.0.1:6443
@@ -218,15 +200,7 @@ std::string serial_of_file(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("k8s orphans: init marks the rows of a killed run orphaned and re-issues only what never arrived") {
-  hwca::test::TempDir tmp;
-  auto ledger = Ledger::open(tmp / "ledger.db");
-  SoftKeys keys;
-  std::vector<std::string> lines;
-  InitOptions opt;
-  opt.out = tmp / "out";
-  opt.requester = "cli:k8s init";
-  opt.report = [&](const std::string& l) { lines.push_back(l); };
+TEST_CASE_METHOD(LayoutRun, "k8s orphans: init marks the rows of a killed run orphaned and re-issues only what never arrived") {
   ClusterSpec s = ClusterSpec::parse(kCluster, "c.yaml");
   InitResult r1 = init_cluster(s, keys, *ledger, opt);
   CHECK(r1.orphaned == 0);

@@ -2,6 +2,7 @@
 // tables (§1-2), version conventions, and the cluster file's bad-input table (file:line: field: reason).
 // The layout is exercised with software CA keys through the KeySource port.
 #include "core_helpers.h"
+#include "k8s_layout_fixture.h"
 
 #include "core/k8s_cluster.h"
 #include "core/k8s_layout.h"
@@ -17,6 +18,8 @@ using hwca::Error;
 using hwca::ErrorKind;
 using hwca::KeySpec;
 using hwca::test::error_of;
+using hwca::test::LayoutRun;
+using hwca::test::SoftKeys;
 using namespace hwca::core;
 using namespace hwca::core::k8s;
 
@@ -275,30 +278,6 @@ TEST_CASE("k8s cluster file: bad input names the file, line and field") {
 
 namespace {
 
-// Software CA keys: the KeySource port without a device (core tests use no token).
-class SoftKey final : public CaKey {
- public:
-  explicit SoftKey(EVP_PKEY* k) : m_key(hwca::share(k)) {}
-  EVP_PKEY* pkey() const override { return m_key.get(); }
-  EVP_PKEY* public_key() const override { return m_key.get(); }
-
- private:
-  hwca::EVP_PKEY_ptr m_key;
-};
-
-class SoftKeys final : public KeySource {
- public:
-  std::map<std::string, hwca::EVP_PKEY_ptr> keys;
-  int generated = 0;
-  bool exists(const std::string& uri) override { return keys.count(uri) > 0; }
-  std::unique_ptr<CaKey> open(const std::string& uri) override { return std::make_unique<SoftKey>(keys.at(uri).get()); }
-  std::unique_ptr<CaKey> generate(const std::string& uri, const KeySpec& spec) override {
-    keys[uri] = hwca::generate_software_key(spec);
-    ++generated;
-    return open(uri);
-  }
-};
-
 std::map<std::string, std::string> snapshot(const std::string& dir) {
   std::map<std::string, std::string> out;
   for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
@@ -308,15 +287,7 @@ std::map<std::string, std::string> snapshot(const std::string& dir) {
 
 }  // namespace
 
-TEST_CASE("k8s layout: init writes kubeadm's layout, is idempotent, and re-issues exactly what must change") {
-  hwca::test::TempDir tmp;
-  auto ledger = Ledger::open(tmp / "ledger.db");
-  SoftKeys keys;
-  std::vector<std::string> lines;
-  InitOptions opt;
-  opt.out = tmp / "out";
-  opt.requester = "cli:k8s init";
-  opt.report = [&](const std::string& l) { lines.push_back(l); };
+TEST_CASE_METHOD(LayoutRun, "k8s layout: init writes kubeadm's layout, is idempotent, and re-issues exactly what must change") {
   ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
   InitResult r1 = init_cluster(s, keys, *ledger, opt);
   CHECK(keys.generated == 3);
@@ -447,15 +418,7 @@ TEST_CASE("k8s layout: a cluster larger than one part (1,030 workers) is complet
   CHECK(hwca::read_file(opt.out + "/nodes/w1030/pki/kubelet.crt") != before);
 }
 
-TEST_CASE("k8s layout: init --only issues just the named certificates and the CAs they chain to") {
-  hwca::test::TempDir tmp;
-  auto ledger = Ledger::open(tmp / "ledger.db");
-  SoftKeys keys;
-  std::vector<std::string> lines;
-  InitOptions opt;
-  opt.out = tmp / "out";
-  opt.requester = "cli:k8s init";
-  opt.report = [&](const std::string& l) { lines.push_back(l); };
+TEST_CASE_METHOD(LayoutRun, "k8s layout: init --only issues just the named certificates and the CAs they chain to") {
   ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
 
   // An unknown name is refused before anything is generated or written.

@@ -69,14 +69,13 @@ class TpmKey final : public DeviceKey {
     Connection& connection = *m_ref.connection;
     return connection.run(
         [&](ESYS_CONTEXT* ctx) {
-          if (m_ref.uri.handle) {
-            ESYS_TR key = connection.persistent(ctx, *m_ref.uri.handle, m_ref.what());
+          auto sign_with = [&](ESYS_TR key) {
             set_auth(ctx, key, m_ref.auth.str());
             return tpm2::sign_digest(ctx, key, m_pub, md, digest, m_ref.what());
-          }
-          Object key = m_ref.load(ctx);
-          set_auth(ctx, key, m_ref.auth.str());
-          return tpm2::sign_digest(ctx, key, m_pub, md, digest, m_ref.what());
+          };
+          if (m_ref.uri.handle) return sign_with(connection.persistent(ctx, *m_ref.uri.handle, m_ref.what()));
+          Object key = m_ref.load(ctx);  // flushed when it goes out of scope, after the signature
+          return sign_with(key.tr());
         },
         true);
   }
