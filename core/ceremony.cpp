@@ -3,6 +3,7 @@
 #include "core/audit.h"
 #include "core/base/error.h"
 #include "core/x509.h"
+#include "core/yaml_keys.h"
 
 #include <openssl/pem.h>
 #include <yaml-cpp/yaml.h>
@@ -142,6 +143,7 @@ CeremonySpec parse_ceremony(const std::string& yaml_text, const std::string& pat
   } catch (const YAML::Exception& e) {
     throw Error(ErrorKind::BadInput, "ceremony file " + path + " is not valid YAML: " + e.what());
   }
+  refuse_duplicate_keys(doc, "ceremony file " + path);
   Reader top(doc, "", path);
   CeremonySpec s;
   s.file = path;

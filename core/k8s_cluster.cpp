@@ -2,6 +2,7 @@
 
 #include "core/base/error.h"
 #include "core/profile.h"
+#include "core/yaml_keys.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -214,6 +215,7 @@ ClusterSpec ClusterSpec::parse(const std::string& yaml, const std::string& file)
   } catch (const YAML::Exception& e) {
     throw Error(ErrorKind::BadInput, file + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
+  refuse_duplicate_keys(root, file);
   if (!root.IsMap()) throw Error(ErrorKind::BadInput, file + ":1: the cluster file must be a YAML map");
   check_keys(c, root, "",
              {"name", "kubernetesVersion", "controlPlaneEndpoint", "apiServerPort", "serviceSubnet", "podSubnet",

@@ -2,6 +2,7 @@
 
 #include "core/base/error.h"
 #include "core/base/ossl.h"
+#include "core/yaml_keys.h"
 
 #include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
@@ -123,6 +124,7 @@ ClientConfig ClientConfig::parse(const std::string& yaml, const std::string& fil
   const std::string base = folder_of(file);
   try {
     YAML::Node root = YAML::Load(yaml);
+    refuse_duplicate_keys(root, file);
     if (!root.IsMap()) throw Error(ErrorKind::BadInput, file + ": not a kubeconfig (expected a mapping)");
     const std::string kind = r.str(root, "kind", "kind");
     if (!kind.empty() && kind != "Config") r.fail("kind", "\"" + kind + "\" is not Config");

@@ -3,6 +3,7 @@
 #include "core/base/error.h"
 #include "core/engine.h"
 #include "core/files.h"
+#include "core/yaml_keys.h"
 
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -270,6 +271,7 @@ KubeconfigCredentials parse_kubeconfig(const std::string& yaml, const std::strin
   KubeconfigCredentials out;
   try {
     YAML::Node root = YAML::Load(yaml);
+    refuse_duplicate_keys(root, what);
     if (!root.IsMap()) throw Error(ErrorKind::BadInput, what + ": not a kubeconfig");
     std::string current = root["current-context"] ? root["current-context"].as<std::string>() : "";
     auto find_named = [&](const char* list, const std::string& name) -> YAML::Node {
