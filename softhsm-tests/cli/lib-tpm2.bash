@@ -8,8 +8,10 @@ start_swtpm() {
   local name=$1 attempt port
   mkdir -p "$T/swtpm-$name"
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-    if _port_open "$port" || _port_open $((port + 1)); then continue; fi
+    # Below the kernel's ephemeral range (where outgoing connections would land), and held by no socket
+    # in any state: swtpm cannot bind over a TIME-WAIT, and restart_swtpm binds the same port again.
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
+    if _port_used "$port" || _port_used $((port + 1)); then continue; fi
     if _launch_swtpm "$name" "$port"; then return 0; fi
   done
   fail "swtpm would not start (see $T/swtpm-$name.log)"
@@ -50,6 +52,13 @@ tpm_lockout_counter() {
 }
 
 _port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# _port_used PORT: some TCP socket (IPv4 or IPv6, any state, TIME-WAIT included) has PORT as its local port.
+_port_used() {
+  local hex
+  hex=$(printf '%04X' "$1")
+  awk -v p=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
 
 _launch_swtpm() {
   local name=$1 port=$2 i pid
