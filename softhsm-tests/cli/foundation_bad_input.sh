@@ -77,10 +77,12 @@ echo "not a csr" > junk.csr
 expect_error "malformed CSR" "$HWCA" sign --ca ca.pem --ca-key "$uri" --csr junk.csr --bare out1
 [ ! -e out1.pem ] || fail "malformed CSR wrote out1.pem"; ok
 openssl req -in l.csr -outform DER -out l.der
-# Flip a byte in the last 8 bytes (inside the signature value).
+# Flip every bit of a byte in the last 8 bytes (inside the signature value): setting it to a fixed
+# value would change nothing when the signature already had that value there (1 in 256 runs).
 size=$(stat -c %s l.der)
 cp l.der bad.der
-printf '\x55' | dd of=bad.der bs=1 seek=$((size - 5)) conv=notrunc 2>/dev/null
+byte=$(od -An -tu1 -j $((size - 5)) -N1 l.der | tr -d ' ')
+printf "\\x$(printf '%02x' $((byte ^ 0xff)))" | dd of=bad.der bs=1 seek=$((size - 5)) conv=notrunc 2>/dev/null
 cmp -s l.der bad.der && fail "could not corrupt the CSR"
 expect_error "CSR signature" "$HWCA" sign --ca ca.pem --ca-key "$uri" --csr bad.der --bare out2
 grep -qi "signature" "$T/.stderr" || fail "bad CSR signature: message: $(cat "$T/.stderr")"; ok
