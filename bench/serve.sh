@@ -55,14 +55,15 @@ softhsm2-util --init-token --free --label bench --so-pin "so-$$" --pin "bench-pi
 KEY="pkcs11:token=bench;object=serve-ca?module-path=$MODULE&pin-source=file:$W/pin"
 WHERE=SoftHSM2
 _port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=../scripts/ports.bash
+source "$(dirname "$LOAD")/../scripts/ports.bash"
 if [ $TPM = 1 ]; then
   # A private swtpm on two free loopback ports (server P, control P+1), state in this folder.
   mkdir -p swtpm
   tpm_up=0
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    # Below the ephemeral range, and not held by any socket (TIME-WAIT included: swtpm cannot bind then).
-    tport=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 12000 ))
-    if [ -n "$(ss -Htan "( sport = :$tport or sport = :$((tport + 1)) )" 2>/dev/null)" ]; then continue; fi
+    tport=$(random_port)
+    if port_used "$tport" || port_used $((tport + 1)); then continue; fi
     swtpm socket --tpm2 --tpmstate dir="$W/swtpm" --server type=tcp,port=$tport,bindaddr=127.0.0.1 \
       --ctrl type=tcp,port=$((tport + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear >> swtpm.log 2>&1 &
     tpid=$!; pids+=($tpid)
@@ -95,8 +96,8 @@ done
 free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40001 ))
-    [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ] && { echo "$p"; return 0; }
+    p=$(random_port)
+    port_used "$p" || { echo "$p"; return 0; }
   done
   echo "bench/serve.sh: no free port" >&2; exit 1
 }

@@ -1,5 +1,5 @@
 # Helpers for the cfssl interoperability tests (softhsm-tests/cli/cfssl_*.sh).
-# Source it after lib.bash; it sources nothing itself and uses lib.bash's `fail`, `ok` and `$T`.
+# Source it after lib.bash; it sources scripts/ports.bash and uses lib.bash's `fail`, `ok` and `$T`.
 
 # subject_asn1 CERT: the subject Name of a PEM certificate as openssl asn1parse shows it, without the
 # offsets: one line per element with depth, length, type and value, so that two certificates whose
@@ -100,16 +100,19 @@ verify_fails() {
   ok
 }
 
-# free_port VAR: sets VAR to a random TCP port in 20000-60000 that nobody uses (and that was not
-# handed out before in this run). Call it without $(...) so that it remembers what it handed out.
+# free_port VAR: sets VAR to a random TCP port below the ephemeral range (scripts/ports.bash) that no
+# socket holds in any state (and that was not handed out before in this run). Call it without $(...)
+# so that it remembers what it handed out.
+# shellcheck source=../../scripts/ports.bash
+source "$HWCA_SOURCE_DIR/scripts/ports.bash"
 _given_ports=" "
 free_port() {
   local _var=$1
   local p i
   for i in $(seq 1 200); do
-    p=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40001 ))
+    p=$(random_port)
     case "$_given_ports" in *" $p "*) continue ;; esac
-    if [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then
+    if ! port_used "$p"; then
       _given_ports="$_given_ports$p "
       printf -v "$_var" '%s' "$p"
       return 0

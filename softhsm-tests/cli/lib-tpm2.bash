@@ -1,5 +1,7 @@
 # Helpers for the TPM 2.0 shell tests (softhsm-tests/cli/tpm2_*.sh): a private swtpm per test run.
 # Source it after lib.bash; it uses lib.bash's `fail`, `start_bg` and `$T`.
+# shellcheck source=../../scripts/ports.bash
+source "$HWCA_SOURCE_DIR/scripts/ports.bash"
 
 # start_swtpm NAME: starts a fresh swtpm with its state in $T/swtpm-NAME on two free loopback ports
 # (server P, control P+1) and waits (at most ~10 s) until it answers. Sets SWTPM_PID, SWTPM_PORT and
@@ -8,10 +10,8 @@ start_swtpm() {
   local name=$1 attempt port
   mkdir -p "$T/swtpm-$name"
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    # Below the kernel's ephemeral range (where outgoing connections would land), and held by no socket
-    # in any state: swtpm cannot bind over a TIME-WAIT, and restart_swtpm binds the same port again.
-    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
-    if _port_used "$port" || _port_used $((port + 1)); then continue; fi
+    port=$(random_port)
+    if port_used "$port" || port_used $((port + 1)); then continue; fi
     if _launch_swtpm "$name" "$port"; then return 0; fi
   done
   fail "swtpm would not start (see $T/swtpm-$name.log)"
@@ -52,13 +52,6 @@ tpm_lockout_counter() {
 }
 
 _port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# _port_used PORT: some TCP socket (IPv4 or IPv6, any state, TIME-WAIT included) has PORT as its local port.
-_port_used() {
-  local hex
-  hex=$(printf '%04X' "$1")
-  awk -v p=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-    /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
 
 _launch_swtpm() {
   local name=$1 port=$2 i pid
