@@ -2,6 +2,7 @@
 
 #include "core/base/error.h"
 #include "core/profile.h"
+#include "core/yaml_keys.h"
 
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
@@ -253,15 +254,7 @@ void check_size(const YAML::Node& n, int depth, long& budget, const std::string&
     throw Error(ErrorKind::BadInput, what + (n.Mark().line >= 0 ? ":" + std::to_string(n.Mark().line + 1) : std::string()) +
                                          ": not valid UTF-8 (Kubernetes objects are UTF-8 text)");
   if (n.IsMap()) {
-    // A key given twice is ambiguous: YAML readers take the first, JSON readers (and what sign-csr writes
-    // back as JSON) the last, so the object written back could lose its certificate or change its name.
-    // sigs.k8s.io/yaml, which kubectl uses, refuses them too.
-    std::set<std::string> keys;
     for (auto it = n.begin(); it != n.end(); ++it) {
-      if (it->first.IsScalar() && !keys.insert(it->first.Scalar()).second)
-        throw Error(ErrorKind::BadInput,
-                    what + (it->first.Mark().line >= 0 ? ":" + std::to_string(it->first.Mark().line + 1) : std::string()) +
-                        ": the key \"" + it->first.Scalar() + "\" appears twice in one mapping");
       check_size(it->first, depth + 1, budget, what);
       check_size(it->second, depth + 1, budget, what);
     }
@@ -450,6 +443,10 @@ CsrObject CsrObject::parse(const std::string& text, const std::string& what) {
   if (!doc.IsMap()) r.fail("the document", doc, "must be a mapping (a CertificateSigningRequest object)");
   long budget = 100000;
   check_size(doc, 0, budget, what);
+  // A key given twice is ambiguous: YAML readers take the first, JSON readers (and what sign-csr writes
+  // back as JSON) the last, so the object written back could lose its certificate or change its name.
+  // sigs.k8s.io/yaml, which kubectl uses, refuses them too.
+  refuse_duplicate_keys(doc, what);
 
   try {
     const std::string kind = r.str(doc, "kind", "kind").value_or("");

@@ -23,7 +23,6 @@ using hwca::Error;
 using hwca::ErrorKind;
 using hwca::test::error_of;
 using hwca::test::LayoutRun;
-using hwca::test::SoftKeys;
 using namespace hwca::core;
 using namespace hwca::core::k8s;
 

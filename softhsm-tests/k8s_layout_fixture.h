@@ -56,8 +56,6 @@ struct LayoutRun {
   }
   LayoutRun(const LayoutRun&) = delete;
   LayoutRun& operator=(const LayoutRun&) = delete;
-
-  core::k8s::InitResult init(const core::k8s::ClusterSpec& s) { return core::k8s::init_cluster(s, keys, *ledger, opt); }
 };
 
 }  // namespace hwca::test
