@@ -97,9 +97,8 @@ std::string write_temporary(const std::string& path, std::string_view data, mode
   return tmp;
 }
 
-}  // namespace
-
-void check_output_path(const std::string& path) {
+// check_output_path, returning what stat(2) says of the folder.
+struct stat check_output_folder(const std::string& path) {
   if (path.empty()) throw Error(ErrorKind::BadInput, "empty output file name");
   if (path.back() == '/') throw Error(ErrorKind::BadInput, "output file name " + path + " names a folder");
   std::string folder = folder_of(path);
@@ -109,9 +108,14 @@ void check_output_path(const std::string& path) {
     throw Error(ErrorKind::Io, "output folder " + folder + ": " + sys_error());
   }
   if (!S_ISDIR(st.st_mode)) throw Error(ErrorKind::NotFound, "output folder " + folder + " does not exist (it is not a folder)");
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+  struct stat fst {};
+  if (::stat(path.c_str(), &fst) == 0 && S_ISDIR(fst.st_mode))
     throw Error(ErrorKind::BadInput, "output file " + path + " is a folder");
+  return st;
 }
+}  // namespace
+
+void check_output_path(const std::string& path) { check_output_folder(path); }
 
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
   check_output_path(path);
@@ -147,9 +151,7 @@ void AtomicBatch::add(const std::string& path, std::string_view data, mode_t mod
     auto known = m_folder_index.find(folder);
     size_t index = 0;
     if (known == m_folder_index.end()) {
-      check_output_path(path);
-      struct stat fst {};
-      if (::stat(folder.c_str(), &fst) != 0) throw Error(ErrorKind::Io, "output folder " + folder + ": " + sys_error());
+      struct stat fst = check_output_folder(path);
       index = m_folders.size();
       m_folders.push_back(folder);
       m_folder_dev.push_back(fst.st_dev);

@@ -62,11 +62,12 @@ std::string unbase64(const std::string& text, const std::string& what) {
   return out;
 }
 
-void make_folder(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) == 0) return;
+// True when the folder was made here (so it holds nothing yet), false when it was there.
+bool make_folder(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0) return true;
   if (errno == EEXIST) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return;
+    if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return false;
     throw Error(ErrorKind::Io, path + " exists and is not a folder");
   }
   throw Error(errno == ENOENT ? ErrorKind::NotFound : ErrorKind::Io, "cannot create " + path + ": " + std::strerror(errno));
@@ -222,14 +223,42 @@ std::string render_kubeconfig(const std::string& cluster_name, const std::string
   if (!plain_base64(ca) || !plain_base64(cert) || !plain_base64(key))
     return emit_cert_kubeconfig(cluster_name, server, ca, user, cert, key);
   static const std::string kCa = "hwcaPlaceholderCaData0", kCert = "hwcaPlaceholderCertData0",
-                           kKey = "hwcaPlaceholderKeyData0";
-  std::string doc = emit_cert_kubeconfig(cluster_name, server, kCa, user, kCert, kKey);
-  for (const auto& [from, to] : {std::pair<const std::string&, const std::string&>{kCa, ca}, {kCert, cert}, {kKey, key}}) {
-    auto at = doc.find(from);
-    if (at == std::string::npos || doc.find(from, at + 1) != std::string::npos)  // a name or server that looks like one
-      return emit_cert_kubeconfig(cluster_name, server, ca, user, cert, key);
-    doc.replace(at, from.size(), to);
+                           kKey = "hwcaPlaceholderKeyData0", kUser = "hwcaPlaceholderUser0";
+  // The user's name too, when it is emitted as the same plain scalar in the same places (the user and the
+  // context's names are block mapping values): then one document per cluster and server serves every node
+  // (this thread's last one is kept).
+  thread_local std::string t_cluster, t_server, t_doc;
+  auto plain_user = [&] {
+    YAML::Emitter e;
+    e << YAML::BeginMap << YAML::Key << "u" << YAML::Value << user << YAML::Key << "c" << YAML::Value
+      << user + "@" + cluster_name << YAML::EndMap;
+    return e.good() && std::string(e.c_str()) == "u: " + user + "\nc: " + user + "@" + cluster_name;
+  };
+  const bool by_template = user.find(kUser) == std::string::npos && plain_user();
+  std::string doc;
+  if (by_template && t_cluster == cluster_name && t_server == server && !t_doc.empty()) {
+    doc = t_doc;
+  } else {
+    doc = emit_cert_kubeconfig(cluster_name, server, kCa, by_template ? kUser : user, kCert, kKey);
+    if (by_template && doc.find("\ncurrent-context: " + kUser + "@" + cluster_name + "\n") == std::string::npos)
+      return emit_cert_kubeconfig(cluster_name, server, ca, user, cert, key);  // the context's name is quoted
+    if (by_template) {
+      t_cluster = cluster_name;
+      t_server = server;
+      t_doc = doc;
+    }
   }
+  // Each placeholder must be there exactly as often as the document names it, else a name or server that
+  // looks like one is in the way.
+  auto fill = [&doc](const std::string& from, const std::string& to, size_t times) {
+    std::vector<size_t> at;
+    for (auto pos = doc.find(from); pos != std::string::npos; pos = doc.find(from, pos + from.size())) at.push_back(pos);
+    if (at.size() != times) return false;
+    for (auto it = at.rbegin(); it != at.rend(); ++it) doc.replace(*it, from.size(), to);
+    return true;
+  };
+  if ((by_template && !fill(kUser, user, 4)) || !fill(kCa, ca, 1) || !fill(kCert, cert, 1) || !fill(kKey, key, 1))
+    return emit_cert_kubeconfig(cluster_name, server, ca, user, cert, key);
   return doc;
 }
 
@@ -388,12 +417,14 @@ class KeyPool {
   KeyPool(const KeyPool&) = delete;
   KeyPool& operator=(const KeyPool&) = delete;
 
-  std::vector<EVP_PKEY_ptr> take() {
+  // `max_helpers`: threads started beside this one (fewer when the parts themselves run on every core).
+  std::vector<EVP_PKEY_ptr> take(size_t max_helpers = SIZE_MAX) {
     // This thread and the prefetch thread (if any) work too; helpers only for keys still to start.
     const size_t cores = std::max(1u, std::thread::hardware_concurrency());
     const size_t busy = m_thread.joinable() ? 1 : 0;
     const size_t started = std::min(m_next.load(), m_keys.size());
-    const size_t helpers = std::min(cores > busy + 1 ? cores - busy - 1 : 0, m_keys.size() - started);
+    const size_t helpers =
+        std::min({cores > busy + 1 ? cores - busy - 1 : 0, m_keys.size() - started, max_helpers});
     std::vector<std::thread> threads;
     for (size_t i = 0; i < helpers; ++i) threads.emplace_back([this] { work(); });
     work();
@@ -439,6 +470,22 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   const PlanParts parts(spec);
   const Plan plan = parts.make(0);  // the CAs and everything but the worker-only nodes; kept throughout
   InitResult result;
+  // What one part reports and counts: parts run on several threads (below), and their lines are reported
+  // in part order.
+  struct PartOut {
+    InitResult counts;
+    std::vector<std::string> lines;
+  };
+  auto flush = [&](PartOut& po) {
+    for (const auto& line : po.lines) say(line);
+    result.issued += po.counts.issued;
+    result.kept += po.counts.kept;
+    result.files_written += po.counts.files_written;
+    result.files_unchanged += po.counts.files_unchanged;
+    result.orphaned += po.counts.orphaned;
+    result.stale_temporaries += po.counts.stale_temporaries;
+    po = PartOut();
+  };
   {
     // Refuse before anything is generated or signed when the folder cannot be made.
     struct stat st {};
@@ -476,14 +523,16 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   auto request_id = [&](const std::string& rel) { return file_request_id(run, abs_out + "/" + rel); };
   // Rows an earlier run recorded for `rel` but never wrote: marked orphaned before anything new is issued
   // for it (their certificates are then issued again, under new serials, like any missing file's).
-  auto mark_orphans = [&](const std::string& rel, const OnDisk& disk) {
+  std::mutex rows_mutex;
+  auto mark_orphans = [&](const std::string& rel, const OnDisk& disk, PartOut& po) {
     const std::string abs = abs_out + "/" + rel;
+    std::lock_guard<std::mutex> guard(rows_mutex);
     for (const auto& o : rows.orphans(abs, disk)) {
       ledger.mark_orphaned(o.serial, o.why);
       rows.marked(abs, o.serial);
-      ++result.orphaned;
-      say("orphaned " + o.serial + " (" + rel + "): recorded by run " + std::to_string(o.run) +
-          ", which stopped before writing it");
+      ++po.counts.orphaned;
+      po.lines.push_back("orphaned " + o.serial + " (" + rel + "): recorded by run " + std::to_string(o.run) +
+                         ", which stopped before writing it");
     }
   };
 
@@ -576,7 +625,9 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     }
     if (pem) {
       st.cert = x509_from_pem(*pem, c.primary_path());
-      mark_orphans(c.primary_path(), OnDisk::holds(serial_hex(X509_get0_serialNumber(st.cert.get()))));
+      PartOut po;
+      mark_orphans(c.primary_path(), OnDisk::holds(serial_hex(X509_get0_serialNumber(st.cert.get()))), po);
+      flush(po);
       if (!have_key)
         throw Error(ErrorKind::Conflict, c.primary_path() + " exists but its key " + strip_query(uri) +
                                              " does not: hwca never re-keys a CA (restore the token, or move " + out +
@@ -598,7 +649,9 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     } else {
       if (opt.renew)
         throw Error(ErrorKind::NotFound, c.primary_path() + " is missing: run `hwca k8s init` first (renew never makes a CA)");
-      mark_orphans(c.primary_path(), OnDisk::missing());
+      PartOut po;
+      mark_orphans(c.primary_path(), OnDisk::missing(), po);
+      flush(po);
       std::string why;
       try {
         if (have_key) {
@@ -632,12 +685,22 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   // 2. Leaves of one part: what is on disk, and whether it can stay (renew refuses here).
   auto examine = [&](const Plan& p) {
     std::vector<Leaf> leaves;
+    std::map<std::string, bool> node_folder;  // nodes/NAME -> exists; a missing one holds no file
     for (const auto& c : p.certs) {
       if (c.is_ca) continue;
       Leaf l;
       l.spec = &c;
       l.path = c.primary_path();
-      load_existing(l, out);
+      auto slash = l.path.rfind("nodes/", 0) == 0 ? l.path.find('/', 6) : std::string::npos;
+      bool folder_there = true;
+      if (slash != std::string::npos) {
+        auto [it, fresh] = node_folder.emplace(l.path.substr(0, slash), false);
+        struct stat st {};
+        if (fresh) it->second = ::stat(path_of(out, it->first).c_str(), &st) == 0;
+        folder_there = it->second;
+      }
+      if (folder_there) load_existing(l, out);
+      else l.disk = OnDisk::missing();
       leaves.push_back(std::move(l));
     }
     for (auto& l : leaves) {
@@ -675,8 +738,8 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   // A signing or ledger failure (a token gone, a full disk) stops the issuing: what was recorded until then
   // is still written (write_part skips what is not available), then the failure is thrown, so that a
   // failed run leaves no recorded certificate without its file.
-  std::exception_ptr failure;
-  auto issue_leaves = [&](std::vector<Leaf>& leaves) {
+  // `failure` is the part's own; `key_helpers` caps the threads its key generation starts.
+  auto issue_leaves = [&](std::vector<Leaf>& leaves, PartOut& po, std::exception_ptr& failure, size_t key_helpers) {
     std::vector<Leaf*> todo;
     for (auto& l : leaves)
       if (l.issue && l.new_key) todo.push_back(&l);
@@ -688,7 +751,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       prefetch.reset();
     }
     if (ready.size() < todo.size()) {
-      std::vector<EVP_PKEY_ptr> more = KeyPool(spec.leaf_key, todo.size() - ready.size()).take();
+      std::vector<EVP_PKEY_ptr> more = KeyPool(spec.leaf_key, todo.size() - ready.size()).take(key_helpers);
       std::move(more.begin(), more.end(), std::back_inserter(ready));
     }
     for (size_t i = 0; i < todo.size(); ++i) todo[i]->key = std::move(ready[i]);
@@ -735,7 +798,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
           Leaf& l = *batch[i];
           l.cert_pem = x509_to_pem(certs[i - from].get());
           l.available = true;
-          ++result.issued;
+          ++po.counts.issued;
         }
       }
     }
@@ -745,13 +808,13 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
           const CertSpec& c = *l.spec;
           std::string reasons;
           for (const auto& r : l.reasons) reasons += (reasons.empty() ? "" : "; ") + r;
-          say("issued " + (c.node.empty() ? c.name : c.node + "/" + c.name) + " (" + l.path + "): " + reasons);
+          po.lines.push_back("issued " + (c.node.empty() ? c.name : c.node + "/" + c.name) + " (" + l.path + "): " + reasons);
         }
       } else if (l.old_cert && l.old_key) {
         l.cert_pem = *l.old_cert_pem;
         l.key_pem = *l.old_key_pem;
         l.available = true;
-        ++result.kept;
+        ++po.counts.kept;
       }
       // The parsed forms are no longer needed.
       l.old_cert.reset();
@@ -767,7 +830,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   std::optional<std::string> sa_key_pem;
   EVP_PKEY_ptr sa_key;
   std::map<std::string, const Leaf*> shared;  // the cluster-wide leaves (part 0), used by every part
-  auto write_part = [&](const Plan& p, const std::vector<Leaf>& leaves, bool base) {
+  auto write_part = [&](const Plan& p, const std::vector<Leaf>& leaves, bool base, PartOut& po) {
     std::map<std::string, const Leaf*> by_id;
     for (const auto& l : leaves) by_id[l.spec->id] = &l;
     auto leaf_of = [&](const std::string& id) -> const Leaf* {
@@ -814,15 +877,15 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       if (::stat(out.c_str(), &out_st) != 0) make_folder(out);
       take_lock();
     }
-    if (!only) {
-      for (const auto& folder : p.folders) make_folder(path_of(out, folder));
-    } else {
-      // init --only: just the folders its files go in (p.folders lists parents first).
-      for (const auto& folder : p.folders) {
+    // Folders made here hold nothing yet: no file in them needs comparing (we hold the folder's lock).
+    std::set<std::string> made;
+    for (const auto& folder : p.folders) {
+      if (only) {  // init --only: just the folders its files go in (p.folders lists parents first).
         const std::string prefix = folder + "/";
-        if (std::any_of(files.begin(), files.end(), [&](const auto& f) { return f.first.rfind(prefix, 0) == 0; }))
-          make_folder(path_of(out, folder));
+        if (std::none_of(files.begin(), files.end(), [&](const auto& f) { return f.first.rfind(prefix, 0) == 0; }))
+          continue;
       }
+      if (make_folder(path_of(out, folder))) made.insert(folder);
     }
     // The temporaries a killed run left in the folders this part writes.
     std::map<std::string, std::set<std::string>> names_by_folder;
@@ -833,8 +896,9 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     }
     int stale = 0;
     for (const auto& [folder, names] : names_by_folder) stale += static_cast<int>(remove_stale_temporaries(folder, names));
-    if (stale > 0) say("removed " + std::to_string(stale) + " temporar" + (stale == 1 ? "y" : "ies") + " left by an earlier run");
-    result.stale_temporaries += stale;
+    if (stale > 0)
+      po.lines.push_back("removed " + std::to_string(stale) + " temporar" + (stale == 1 ? "y" : "ies") + " left by an earlier run");
+    po.counts.stale_temporaries += stale;
     // Each certificate's primary file (the CAs' first, a certificate before its key) is renamed into place
     // before any copy or kubeconfig that holds it: a certificate in no primary file reached no file.
     std::vector<const std::string*> order;
@@ -856,24 +920,28 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       const std::string& rel = *relp;
       const auto& content = files.at(rel);
       std::string full = path_of(out, rel);
+      auto slash = rel.rfind('/');
       struct stat st {};
-      if (::stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == content.second &&
+      if (!(slash != std::string::npos && made.count(rel.substr(0, slash))) && ::stat(full.c_str(), &st) == 0 &&
+          S_ISREG(st.st_mode) && (st.st_mode & 0777) == content.second &&
           static_cast<size_t>(st.st_size) == content.first.size()) {
         std::optional<std::string> have = try_read(full);
         if (have && *have == content.first) {
-          ++result.files_unchanged;
+          ++po.counts.files_unchanged;
           continue;
         }
       }
       batch.add(full, content.first, content.second);
     }
-    result.files_written += static_cast<int>(batch.commit());
+    po.counts.files_written += static_cast<int>(batch.commit());
   };
 
   // Part 0: the cluster-wide leaves, the control-plane and etcd nodes, the top level.
+  std::exception_ptr failure;
+  PartOut po0;
   std::vector<Leaf> base_leaves = examine(plan);
-  for (const auto& l : base_leaves) mark_orphans(l.path, l.disk);
-  issue_leaves(base_leaves);
+  for (const auto& l : base_leaves) mark_orphans(l.path, l.disk, po0);
+  issue_leaves(base_leaves, po0, failure, SIZE_MAX);
   for (const auto& l : base_leaves)
     if (l.spec->node.empty()) shared[l.spec->id] = &l;
 
@@ -884,18 +952,53 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   } else if (!opt.renew && (!only || sa_selected)) {
     sa_key = generate_software_key(spec.leaf_key);
     sa_key_pem = private_key_to_traditional_pem(sa_key.get());
-    say("generated pki/sa.key and pki/sa.pub (service-account key pair, " + spec.leaf_key.name() + ")");
+    po0.lines.push_back("generated pki/sa.key and pki/sa.pub (service-account key pair, " + spec.leaf_key.name() + ")");
   }
-  write_part(plan, base_leaves, true);
+  write_part(plan, base_leaves, true, po0);
+  flush(po0);
   if (failure) std::rethrow_exception(failure);
 
-  // Parts 1..: the worker-only nodes, kWorkersPerPart at a time.
-  for (size_t i = 1; i < parts.count() && (!only || workers_selected); ++i) {
-    const Plan p = parts.make(i);
-    std::vector<Leaf> leaves = examine(p);
-    for (const auto& l : leaves) mark_orphans(l.path, l.disk);
-    issue_leaves(leaves);
-    write_part(p, leaves, false);
+  // Parts 1..: the worker-only nodes, kWorkersPerPart at a time, one part per core at once: a part's
+  // token signatures, ledger commit and file-system work overlap another's. Each part still records its
+  // certificates before any of its files appears; a failure lets the parts already started finish (their
+  // recorded certificates are written) and starts no new one. Lines are reported in part order.
+  if (parts.count() > 1 && (!only || workers_selected)) {
+    const size_t n_parts = parts.count() - 1;
+    const size_t threads = std::min<size_t>(n_parts, std::max(1u, std::thread::hardware_concurrency()));
+    std::mutex done_mutex;
+    std::vector<std::optional<PartOut>> done(n_parts);
+    size_t next_report = 0;
+    std::atomic<size_t> next_part{0};
+    std::atomic<bool> stop{false};
+    auto run_parts = [&] {
+      for (size_t i = next_part++; i < n_parts && !stop; i = next_part++) {
+        PartOut po;
+        std::exception_ptr part_failure;
+        try {
+          const Plan p = parts.make(i + 1);
+          std::vector<Leaf> leaves = examine(p);
+          for (const auto& l : leaves) mark_orphans(l.path, l.disk, po);
+          issue_leaves(leaves, po, part_failure, threads > 1 ? 0 : SIZE_MAX);
+          write_part(p, leaves, false, po);
+        } catch (...) {
+          if (!part_failure) part_failure = std::current_exception();
+        }
+        std::lock_guard<std::mutex> guard(done_mutex);
+        if (part_failure) {
+          if (!failure) failure = part_failure;
+          stop = true;
+        }
+        done[i] = std::move(po);
+        for (; next_report < n_parts && done[next_report]; ++next_report) flush(*done[next_report]);
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(run_parts);
+    run_parts();
+    for (auto& t : helpers) t.join();
+    // After a failure, the parts that finished after a gap are reported too.
+    for (; next_report < n_parts; ++next_report)
+      if (done[next_report]) flush(*done[next_report]);
     if (failure) std::rethrow_exception(failure);
   }
   return result;

@@ -222,7 +222,7 @@ Plan make_plan(const ClusterSpec& s) {
     if (!top) {
       plan.folders.push_back(dir.substr(0, dir.size() - 1));
       plan.folders.push_back(dir + "pki");
-      plan.folders.push_back(dir + "pki/etcd");
+      if (member || cp || s.seed_extras) plan.folders.push_back(dir + "pki/etcd");  // a worker has nothing there
       plan.folders.push_back(dir + "flags");
     }
     ca_copy("pki/ca.crt", CaRole::Kubernetes);

@@ -8,6 +8,7 @@
 #include "core/k8s_layout.h"
 #include "core/k8s_plan.h"
 
+#include <openssl/evp.h>
 #include <openssl/obj_mac.h>
 
 #include <algorithm>
@@ -485,4 +486,36 @@ TEST_CASE_METHOD(LayoutRun, "k8s layout: init --only issues just the named certi
   CHECK(last.count("pki/front-proxy-ca.crt") == 1);
   CHECK(last.count("flags/kube-apiserver.flags") == 1);
   CHECK(ledger->list().size() == make_plan(s).certs.size());
+}
+
+TEST_CASE("k8s: a rendered kubeconfig is byte for byte what yaml-cpp emits, whatever the names",
+          "[core][k8s][kubeconfig]") {
+  // render_kubeconfig fills a cached document's placeholders; every name below must give exactly the
+  // document emitted directly, names that need quoting and names that look like a placeholder included.
+  auto b64 = [](const std::string& data) {
+    std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), reinterpret_cast<const unsigned char*>(data.data()),
+                            static_cast<int>(data.size()));
+    out.resize(static_cast<size_t>(n));
+    return out;
+  };
+  const std::string ca = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
+  const std::string cert = "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n";
+  const std::string key = "-----BEGIN EC PRIVATE KEY-----\nKEY\n-----END EC PRIVATE KEY-----\n";
+  const std::vector<std::string> users = {"system:node:w1", "system:node:w2", "kubernetes-admin", "a: b", "#x", "- x",
+                                          "'q'", "yes", "x@y", " lead", "trail ", "", "hwcaPlaceholderUser0",
+                                          "hwcaPlaceholderCaData0", "line\nbreak", "system:node:w3"};
+  const std::vector<std::string> clusters = {"kubernetes", "a: b", "c #d", "hwcaPlaceholderUser0", "hwcaPlaceholderCertData0"};
+  const std::vector<std::string> servers = {"https://127.0.0.1:6443", "https://[::1]:6443", "hwcaPlaceholderKeyData0"};
+  size_t checked = 0;
+  for (const auto& cluster : clusters)
+    for (const auto& server : servers)
+      for (const auto& user : users) {
+        INFO("cluster '" << cluster << "', server '" << server << "', user '" << user << "'");
+        const std::string want =
+            emit_kubeconfig(cluster, server, b64(ca), user, {{"client-certificate-data", b64(cert)}, {"client-key-data", b64(key)}});
+        CHECK(render_kubeconfig(cluster, server, ca, user, cert, key) == want);
+        ++checked;
+      }
+  CHECK(checked == clusters.size() * servers.size() * users.size());
 }
