@@ -12,6 +12,8 @@
 #include <openssl/obj_mac.h>
 
 #include <algorithm>
+#include <atomic>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -518,4 +520,95 @@ TEST_CASE("k8s: a rendered kubeconfig is byte for byte what yaml-cpp emits, what
         ++checked;
       }
   CHECK(checked == clusters.size() * servers.size() * users.size());
+}
+
+namespace {
+
+// A real ledger whose record_batch fails from the `fail_from`-th call on (a full disk in the middle of a
+// bulk run); everything else goes through.
+class FailingLedger final : public Ledger {
+ public:
+  FailingLedger(Ledger& real, int fail_from) : Ledger(real.path()), m_real(real), m_fail_from(fail_from) {}
+  void record(const X509* c, const std::string& p, const std::string& r, const std::string& id) override {
+    m_real.record(c, p, r, id);
+  }
+  void record_batch(const std::vector<BatchItem>& items) override {
+    if (++m_calls >= m_fail_from) throw Error(ErrorKind::Io, "ledger: disk full (test)");
+    m_real.record_batch(items);
+  }
+  void record_event(const std::string& k, const std::string& d) override { m_real.record_event(k, d); }
+  LedgerEntry revoke(const std::string& s, const std::string& r, std::time_t t) override { return m_real.revoke(s, r, t); }
+  std::optional<LedgerEntry> find(const std::string& s) const override { return m_real.find(s); }
+  std::optional<LedgerEntry> find_by_request_id(const std::string& id) const override { return m_real.find_by_request_id(id); }
+  std::vector<LedgerEntry> request_ids_with_prefix(const std::string& p) const override {
+    return m_real.request_ids_with_prefix(p);
+  }
+  void mark_orphaned(const std::string& s, const std::string& w) override { m_real.mark_orphaned(s, w); }
+  std::vector<LedgerEntry> revoked_by(const std::string& i) const override { return m_real.revoked_by(i); }
+  long long next_crl_number(const std::string& k, const std::string& i) override { return m_real.next_crl_number(k, i); }
+  AuditEntry append_audit(const std::string& k, const std::string& d) override { return m_real.append_audit(k, d); }
+  std::optional<AuditEntry> audit_head() const override { return m_real.audit_head(); }
+  std::vector<AuditEntry> audit_entries() const override { return m_real.audit_entries(); }
+  std::vector<AuditCheckpoint> audit_checkpoints() const override { return m_real.audit_checkpoints(); }
+  long long add_audit_checkpoint(const AuditCheckpoint& c) override { return m_real.add_audit_checkpoint(c); }
+  std::optional<AuditCheckpoint> add_audit_checkpoint_if_due(
+      long long every, const std::function<AuditCheckpoint(const AuditEntry& head)>& sign) override {
+    return m_real.add_audit_checkpoint_if_due(every, sign);
+  }
+  std::vector<LedgerEntry> list() const override { return m_real.list(); }
+  std::vector<LedgerEvent> events() const override { return m_real.events(); }
+  bool has_serial(const std::string& s) const override { return m_real.has_serial(s); }
+  int schema_version() const override { return m_real.schema_version(); }
+
+ private:
+  Ledger& m_real;
+  std::atomic<int> m_calls{0};
+  const int m_fail_from;
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(LayoutRun, "k8s layout: a ledger failure in one part of a multi-part run leaves every recorded certificate in its file") {
+  // 1,000 workers: 8 worker parts, run two at a time. From the 6th ledger batch on, recording fails: part 0
+  // takes one batch per CA, so the first worker parts are recorded and written, a later one fails.
+  std::string yaml = seed_yaml();
+  std::string workers;
+  for (int i = 2; i <= 1000; ++i)
+    workers += "  - {name: w" + std::to_string(i) + ", ip: 10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "}\n";
+  yaml.insert(yaml.find("apiServerCertSANs"), workers);
+  ClusterSpec s = ClusterSpec::parse(yaml, "big.yaml");
+  FailingLedger failing(*ledger, 6);
+  Error e = error_of([&] { init_cluster(s, keys, failing, opt); });
+  CHECK(e.kind() == ErrorKind::Io);
+  CHECK_THAT(e.what(), Catch::Matchers::Contains("disk full (test)"));
+
+  // Every row the ledger holds names a file that holds its certificate; and some worker parts got there.
+  size_t rows = 0, worker_rows = 0;
+  for (const auto& row : ledger->list()) {
+    auto req = parse_file_request_id(row.request_id);
+    REQUIRE(req);
+    ++rows;
+    if (req->path.find("/nodes/w") != std::string::npos) ++worker_rows;
+    INFO(req->path);
+    REQUIRE(std::filesystem::exists(req->path));
+    std::string file = hwca::read_file(req->path);
+    std::string pem = req->path.size() > 5 && req->path.substr(req->path.size() - 5) == ".conf"
+                          ? parse_kubeconfig(file, req->path).cert_pem
+                          : file;
+    CHECK(pem == row.pem);
+  }
+  CHECK(worker_rows > 0);
+  CHECK(rows < make_plan(s).certs.size());
+  // No temporaries are left, and the report's lines are in part order (w2 before w1000).
+  for (const auto& f : std::filesystem::recursive_directory_iterator(opt.out))
+    CHECK(f.path().filename().string().find(".tmp.") == std::string::npos);
+  std::vector<int> order;
+  for (const auto& line : lines)
+    if (line.rfind("issued w", 0) == 0) order.push_back(std::stoi(line.substr(8)));
+  CHECK(std::is_sorted(order.begin(), order.end()));
+
+  // The next run, with a ledger that works, completes the cluster and orphans nothing.
+  InitResult r = init_cluster(s, keys, *ledger, opt);
+  CHECK(r.orphaned == 0);
+  CHECK(ledger->list().size() == make_plan(s).certs.size());
 }
