@@ -348,10 +348,11 @@ namespace {
 // the control-plane and etcd nodes, the top level); parts 1.. are `kWorkersPerPart` worker-only nodes
 // each, so that a 50,000-certificate cluster is never held in memory at once. A part's certificates are
 // recorded (kMaxBatch per ledger transaction) before any of its files is renamed into place; its files
-// are then written as one AtomicBatch (one syncfs for the temporaries, one after the renames). A process
-// killed between the two leaves at most a part's certificates recorded but unwritten (orphaned by the next
-// run, one ledger transaction each): a part is one ledger transaction's worth, which costs no measurable
-// time against 1,024 workers per part (2,000 and 10,000 workers, this machine).
+// are then written as one AtomicBatch (one syncfs for the temporaries, one after the renames). Worker
+// parts run one per core at once. A process killed between the two leaves at most the certificates of the
+// parts in flight recorded but unwritten (orphaned by the next run, one ledger transaction each): a part
+// is one ledger transaction's worth, which costs no measurable time against 1,024 workers per part (2,000
+// and 10,000 workers, this machine).
 constexpr size_t kWorkersPerPart = 128;  // about 256 certificates and 640 files
 constexpr size_t kMaxBatch = 256;        // certificates per ledger transaction
 
