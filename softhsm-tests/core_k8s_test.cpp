@@ -569,7 +569,7 @@ class FailingLedger final : public Ledger {
 }  // namespace
 
 TEST_CASE_METHOD(LayoutRun, "k8s layout: a ledger failure in one part of a multi-part run leaves every recorded certificate in its file") {
-  // 1,000 workers: 8 worker parts, run two at a time. From the 6th ledger batch on, recording fails: part 0
+  // 1,000 workers: 8 worker parts, several at a time. From the 6th ledger batch on, recording fails: part 0
   // takes one batch per CA, so the first worker parts are recorded and written, a later one fails.
   std::string yaml = seed_yaml();
   std::string workers;
