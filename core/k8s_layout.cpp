@@ -22,7 +22,9 @@
 #include <optional>
 #include <set>
 #include <sys/stat.h>
+#include <system_error>
 #include <thread>
+#include <utility>
 
 namespace hwca::core::k8s {
 
@@ -478,14 +480,14 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     std::vector<std::string> lines;
   };
   auto flush = [&](PartOut& po) {
-    for (const auto& line : po.lines) say(line);
-    result.issued += po.counts.issued;
-    result.kept += po.counts.kept;
-    result.files_written += po.counts.files_written;
-    result.files_unchanged += po.counts.files_unchanged;
-    result.orphaned += po.counts.orphaned;
-    result.stale_temporaries += po.counts.stale_temporaries;
-    po = PartOut();
+    PartOut mine = std::exchange(po, PartOut());  // counted and reported once, even if `say` throws
+    result.issued += mine.counts.issued;
+    result.kept += mine.counts.kept;
+    result.files_written += mine.counts.files_written;
+    result.files_unchanged += mine.counts.files_unchanged;
+    result.orphaned += mine.counts.orphaned;
+    result.stale_temporaries += mine.counts.stale_temporaries;
+    for (const auto& line : mine.lines) say(line);
   };
   {
     // Refuse before anything is generated or signed when the folder cannot be made.
@@ -992,11 +994,20 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
           stop = true;
         }
         done[i] = std::move(po);
-        for (; next_report < n_parts && done[next_report]; ++next_report) flush(*done[next_report]);
+        try {  // the report callback runs here, on this thread: what it throws must not end the process
+          for (; next_report < n_parts && done[next_report]; ++next_report) flush(*done[next_report]);
+        } catch (...) {
+          if (!failure) failure = std::current_exception();
+          stop = true;
+        }
       }
     };
     std::vector<std::thread> helpers;
-    for (size_t t = 1; t < threads; ++t) helpers.emplace_back(run_parts);
+    try {
+      for (size_t t = 1; t < threads; ++t) helpers.emplace_back(run_parts);
+    } catch (const std::system_error&) {
+      // No more threads to be had: the ones started (and this one) do all the parts.
+    }
     run_parts();
     for (auto& t : helpers) t.join();
     // After a failure, the parts that finished after a gap are reported too.
