@@ -741,7 +741,17 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   // A signing or ledger failure (a token gone, a full disk) stops the issuing: what was recorded until then
   // is still written (write_part skips what is not available), then the failure is thrown, so that a
   // failed run leaves no recorded certificate without its file.
-  // `failure` is the part's own; `key_helpers` caps the threads its key generation starts.
+  // `failure` is the part's own; `key_helpers` caps the threads its key generation starts. The run's first
+  // failure, in time, is the one thrown in the end: with parts on several threads, a device that broke
+  // under one part can fail another part's next request with a consequence of the first error.
+  std::mutex first_failure_mutex;
+  std::exception_ptr first_failure;
+  std::atomic<bool> stop{false};
+  auto note_failure = [&](const std::exception_ptr& e) {
+    std::lock_guard<std::mutex> guard(first_failure_mutex);
+    if (!first_failure) first_failure = e;
+    stop = true;
+  };
   auto issue_leaves = [&](std::vector<Leaf>& leaves, PartOut& po, std::exception_ptr& failure, size_t key_helpers) {
     std::vector<Leaf*> todo;
     for (auto& l : leaves)
@@ -795,6 +805,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
           certs = issuers.at(role)->issue_batch(ptrs);
         } catch (...) {
           failure = std::current_exception();
+          note_failure(failure);
           break;
         }
         for (size_t i = from; i < to; ++i) {
@@ -959,7 +970,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   }
   write_part(plan, base_leaves, true, po0);
   flush(po0);
-  if (failure) std::rethrow_exception(failure);
+  if (failure) std::rethrow_exception(first_failure);
 
   // Parts 1..: the worker-only nodes, kWorkersPerPart at a time, a part per core (and one more) at once:
   // a part's token signatures, ledger commit and file-system work overlap another's. Each part still records its
@@ -974,7 +985,6 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     std::vector<std::optional<PartOut>> done(n_parts);
     size_t next_report = 0;
     std::atomic<size_t> next_part{0};
-    std::atomic<bool> stop{false};
     auto run_parts = [&] {
       for (size_t i = next_part++; i < n_parts && !stop; i = next_part++) {
         PartOut po;
@@ -986,19 +996,14 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
           issue_leaves(leaves, po, part_failure, threads > 1 ? 0 : SIZE_MAX);
           write_part(p, leaves, false, po);
         } catch (...) {
-          if (!part_failure) part_failure = std::current_exception();
+          note_failure(std::current_exception());
         }
         std::lock_guard<std::mutex> guard(done_mutex);
-        if (part_failure) {
-          if (!failure) failure = part_failure;
-          stop = true;
-        }
         done[i] = std::move(po);
         try {  // the report callback runs here, on this thread: what it throws must not end the process
           for (; next_report < n_parts && done[next_report]; ++next_report) flush(*done[next_report]);
         } catch (...) {
-          if (!failure) failure = std::current_exception();
-          stop = true;
+          note_failure(std::current_exception());
         }
       }
     };
@@ -1013,7 +1018,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     // After a failure, the parts that finished after a gap are reported too.
     for (; next_report < n_parts; ++next_report)
       if (done[next_report]) flush(*done[next_report]);
-    if (failure) std::rethrow_exception(failure);
+    if (first_failure) std::rethrow_exception(first_failure);
   }
   return result;
 }

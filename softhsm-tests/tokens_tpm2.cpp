@@ -8,6 +8,7 @@
 #include "support/softhsm_token.h"
 #include "support/swtpm.h"
 #include "tokens/backend.h"
+#include "tokens/tpm2/esys.h"
 
 #include "support/signer_checks.h"
 
@@ -396,4 +397,47 @@ TEST_CASE("tokens: tpm2 TCTI comes from the URI, else HWCA_TCTI, TPM2TSS_TCTI, T
   CHECK(e.kind() == ErrorKind::Token);
   CHECK(contains(e.what(), "'" + nowhere + "'"));
   for (const char* var : {"HWCA_TCTI", "TPM2TSS_TCTI", "TPM2OPENSSL_TCTI"}) ::unsetenv(var);
+}
+
+TEST_CASE("tokens: tpm2 connection - a context left half-way by a broken command is replaced, not reused", "[tokens][tpm2]") {
+  // A command that ends half-way (the link broke between sending and answering) leaves the ESYS context
+  // in a state where every later call is refused with ESAPI's BAD_SEQUENCE. The connection must drop that
+  // context and make a new one, as it does for a broken link; it used to keep it, so every later
+  // operation on the connection failed. Made here with an asynchronous call whose answer is never read.
+  test::Swtpm tpm;
+  tokens::tpm2::Connection connection(tpm.tcti());
+  auto random_bytes = [](ESYS_CONTEXT* ctx) {
+    TPM2B_DIGEST* bytes = nullptr;
+    TSS2_RC rc = Esys_GetRandom(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8, &bytes);
+    if (rc != TSS2_RC_SUCCESS) tokens::tpm2::throw_rc(ErrorKind::Token, "Esys_GetRandom", rc);
+    size_t n = bytes->size;
+    Esys_Free(bytes);
+    return n;
+  };
+  CHECK(connection.run(random_bytes, true) == 8);
+  // Half-way: sent, never finished.
+  connection.run(
+      [](ESYS_CONTEXT* ctx) {
+        REQUIRE(Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8) == TSS2_RC_SUCCESS);
+        return 0;
+      },
+      false);
+  // The same call on that context is refused locally (nothing is sent)...
+  TSS2_RC refused = connection.run(
+      [](ESYS_CONTEXT* ctx) { return Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8); }, false);
+  CHECK(tokens::tpm2::is_unusable_context(refused));
+  CHECK(tokens::tpm2::rc_text(refused).find("wrong order") != std::string::npos);
+  // ...and an operation that fails so is run again on a new context.
+  CHECK(connection.run(random_bytes, true) == 8);
+  CHECK(connection.run(random_bytes, true) == 8);
+  // Without a retry, the refusal is the caller's error, and the connection is usable afterwards.
+  connection.run(
+      [](ESYS_CONTEXT* ctx) {
+        REQUIRE(Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8) == TSS2_RC_SUCCESS);
+        return 0;
+      },
+      false);
+  Error e = expect_error([&] { connection.run(random_bytes, false); });
+  CHECK(contains(e.what(), "Esys_GetRandom"));
+  CHECK(connection.run(random_bytes, false) == 8);
 }

@@ -85,6 +85,10 @@ bool is_connection_error(TSS2_RC rc) {
   return base == TSS2_BASE_RC_NO_CONNECTION || base == TSS2_BASE_RC_IO_ERROR || base == TSS2_BASE_RC_TRY_AGAIN;
 }
 
+bool is_unusable_context(TSS2_RC rc) {
+  return (rc & TSS2_RC_LAYER_MASK) == TSS2_ESAPI_RC_LAYER && (rc & 0xffffu) == TSS2_BASE_RC_BAD_SEQUENCE;
+}
+
 TSS2_RC rc_base(TSS2_RC rc) {
   if ((rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER) return rc;
   if (rc & TPM2_RC_FMT1) return rc & (TPM2_RC_FMT1 | 0x3fu);
@@ -101,6 +105,19 @@ bool is_auth_failure(TSS2_RC rc) {
 Connection::Connection(std::string tcti) : m_tcti(std::move(tcti)) {}
 
 Connection::~Connection() { disconnect(); }
+
+bool Connection::context_lost(const Error& e) {
+  const auto rc = static_cast<TSS2_RC>(e.backend_code());
+  return !e.call().empty() && (is_connection_error(rc) || is_unusable_context(rc));
+}
+
+void Connection::throw_context_lost(const Error& e) const {
+  const auto rc = static_cast<TSS2_RC>(e.backend_code());
+  const std::string why = is_connection_error(rc) ? "the link to the TPM through TCTI '" + m_tcti + "' broke"
+                                                  : "an earlier command on the connection to the TPM through TCTI '" +
+                                                        m_tcti + "' ended half-way";
+  throw Error(e.kind(), std::string(e.what()) + " (" + why + ")", e.call(), e.backend_code(), e.code_name());
+}
 
 ESYS_CONTEXT* Connection::context() {
   if (m_esys) return m_esys;

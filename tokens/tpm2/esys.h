@@ -28,6 +28,10 @@ std::string rc_text(TSS2_RC rc);
 [[noreturn]] void throw_rc(ErrorKind kind, const char* call, TSS2_RC rc, const std::string& context = {});
 // True for failures of the link to the TPM (TCTI layer, I/O, no connection): worth one reconnect.
 bool is_connection_error(TSS2_RC rc);
+// True when ESAPI refused a call because an earlier one on the same context ended half-way (a link that
+// broke mid-command leaves the context in its internal-error state): the command was not sent, and only
+// a new context helps.
+bool is_unusable_context(TSS2_RC rc);
 // True for TPM_RC_AUTH_FAIL / TPM_RC_BAD_AUTH (any session index).
 bool is_auth_failure(TSS2_RC rc);
 // The TPM response code without the handle/session/parameter index (format-one codes).
@@ -44,20 +48,22 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
   const std::string& tcti() const { return m_tcti; }
 
-  // Runs fn(ESYS_CONTEXT*) with the lock held, connecting first when needed. When `retry` is true and the
-  // operation fails because the link to the TPM broke (swtpm restarted), the context is dropped, the
-  // connection is made again and fn runs once more. Not for operations that are unsafe to repeat.
+  // Runs fn(ESYS_CONTEXT*) with the lock held, connecting first when needed. When the operation fails
+  // because the link to the TPM broke (swtpm restarted) or the context is unusable, the context is dropped;
+  // when `retry` is true, the connection is then made again and fn runs once more. Not for operations that
+  // are unsafe to repeat.
   template <typename F>
   auto run(F&& fn, bool retry) -> decltype(fn(static_cast<ESYS_CONTEXT*>(nullptr))) {
     std::lock_guard lock(m_mutex);
-    try {
-      return fn(context());
-    } catch (const Error& e) {
-      if (!e.call().empty() && is_connection_error(static_cast<TSS2_RC>(e.backend_code()))) {
+    for (int attempt = 0;; ++attempt) {
+      ESYS_CONTEXT* ctx = context();  // its own error names the TPM and the TCTI
+      try {
+        return fn(ctx);
+      } catch (const Error& e) {
+        if (!context_lost(e)) throw;
         disconnect();
-        if (retry) return fn(context());
+        if (!retry || attempt > 0) throw_context_lost(e);
       }
-      throw;
     }
   }
 
@@ -73,6 +79,10 @@ class Connection {
  private:
   ESYS_CONTEXT* context();
   void disconnect() noexcept;
+  // The link broke, or the context is unusable (is_connection_error, is_unusable_context).
+  static bool context_lost(const Error& e);
+  // `e`, saying that the link to this TPM broke (or that the context was left half-way).
+  [[noreturn]] void throw_context_lost(const Error& e) const;
 
   std::mutex m_mutex;
   std::string m_tcti;
