@@ -587,7 +587,16 @@ std::string common_name(const X509_NAME* name) {
 
 X509_ptr build_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* serial, EVP_PKEY* subject_public_key,
                            const X509* issuer, EVP_PKEY* issuer_key) {
-  if (!serial || !subject_public_key || !issuer_key) throw Error(ErrorKind::Internal, "build_certificate: missing serial or key");
+  if (!issuer_key) throw Error(ErrorKind::Internal, "build_certificate: missing serial or key");
+  X509_ptr cert = unsigned_certificate(tmpl, serial, subject_public_key, issuer);
+  sign_certificate(cert.get(), issuer_key);
+  check_certificate_signature(cert.get(), issuer, subject_public_key);
+  return cert;
+}
+
+X509_ptr unsigned_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* serial, EVP_PKEY* subject_public_key,
+                              const X509* issuer) {
+  if (!serial || !subject_public_key) throw Error(ErrorKind::Internal, "build_certificate: missing serial or key");
   if (!tmpl.subject) throw Error(ErrorKind::Internal, "build_certificate: the template has no subject");
   if (tmpl.not_after <= tmpl.not_before)
     throw Error(ErrorKind::Policy, "the certificate would not be valid for any time (notAfter " + iso8601(tmpl.not_after) +
@@ -673,21 +682,25 @@ X509_ptr build_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* serial,
     bool critical = X509_NAME_entry_count(tmpl.subject.get()) == 0;
     add_ext(c, make_ext(NID_subject_alt_name, critical, names.get()));
   }
+  return cert;
+}
 
+void sign_certificate(X509* cert, EVP_PKEY* issuer_key) {
   const EVP_MD* md = digest_for(issuer_key);
   // X509_sign works with provider keys and with keys that carry a legacy method (libp11). For RSA the
   // default padding is PKCS#1 v1.5.
-  if (X509_sign(c, issuer_key, md) <= 0) throw_openssl(ErrorKind::Token, "signing the certificate");
+  if (X509_sign(cert, issuer_key, md) <= 0) throw_openssl(ErrorKind::Token, "signing the certificate");
+}
 
+void check_certificate_signature(X509* cert, const X509* issuer, EVP_PKEY* subject_public_key) {
   EVP_PKEY* verify_key = issuer ? X509_get0_pubkey(issuer) : subject_public_key;
-  if (!verify_key || X509_verify(c, verify_key) != 1) {
+  if (!verify_key || X509_verify(cert, verify_key) != 1) {
     drain_openssl_errors();
     throw Error(ErrorKind::Token, issuer ? "the new certificate's signature does not verify with the CA certificate's public key "
                                            "(is the CA key the one that matches the CA certificate?)"
                                          : "the self-signed certificate's signature does not verify with its own public key "
                                            "(the signing key does not match the public key)");
   }
-  return cert;
 }
 
 ASN1_INTEGER_ptr random_serial() {

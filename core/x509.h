@@ -71,6 +71,13 @@ struct CertTemplate {
 // subjectKeyIdentifier, authorityKeyIdentifier, subjectAltName.
 X509_ptr build_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* serial, EVP_PKEY* subject_public_key,
                            const X509* issuer, EVP_PKEY* issuer_key);
+// build_certificate's three steps, for batches that sign back to back (Issuer::issue_batch): the
+// certificate with every field and extension but no signature; the signature; the check of the signature
+// with the issuer's public key (`issuer` null: `subject_public_key`), Error(Token) when it fails.
+X509_ptr unsigned_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* serial, EVP_PKEY* subject_public_key,
+                              const X509* issuer);
+void sign_certificate(X509* cert, EVP_PKEY* issuer_key);
+void check_certificate_signature(X509* cert, const X509* issuer, EVP_PKEY* subject_public_key);
 
 // 20 random bytes with the top bit cleared (cfssl's rule; >= 64 bits of entropy), never zero.
 ASN1_INTEGER_ptr random_serial();
