@@ -587,7 +587,6 @@ std::string common_name(const X509_NAME* name) {
 
 X509_ptr build_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* serial, EVP_PKEY* subject_public_key,
                            const X509* issuer, EVP_PKEY* issuer_key) {
-  if (!issuer_key) throw Error(ErrorKind::Internal, "build_certificate: missing serial or key");
   X509_ptr cert = unsigned_certificate(tmpl, serial, subject_public_key, issuer);
   sign_certificate(cert.get(), issuer_key);
   check_certificate_signature(cert.get(), issuer, subject_public_key);
@@ -686,6 +685,7 @@ X509_ptr unsigned_certificate(const CertTemplate& tmpl, const ASN1_INTEGER* seri
 }
 
 void sign_certificate(X509* cert, EVP_PKEY* issuer_key) {
+  if (!cert || !issuer_key) throw Error(ErrorKind::Internal, "sign_certificate: missing certificate or key");
   const EVP_MD* md = digest_for(issuer_key);
   // X509_sign works with provider keys and with keys that carry a legacy method (libp11). For RSA the
   // default padding is PKCS#1 v1.5.
