@@ -414,14 +414,17 @@ TEST_CASE("tokens: tpm2 connection - a context left half-way by a broken command
     Esys_Free(bytes);
     return n;
   };
-  CHECK(connection.run(random_bytes, true) == 8);
   // Half-way: sent, never finished.
-  connection.run(
-      [](ESYS_CONTEXT* ctx) {
-        REQUIRE(Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8) == TSS2_RC_SUCCESS);
-        return 0;
-      },
-      false);
+  auto leave_half_way = [&connection] {
+    connection.run(
+        [](ESYS_CONTEXT* ctx) {
+          REQUIRE(Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8) == TSS2_RC_SUCCESS);
+          return 0;
+        },
+        false);
+  };
+  CHECK(connection.run(random_bytes, true) == 8);
+  leave_half_way();
   // The same call on that context is refused locally (nothing is sent)...
   TSS2_RC refused = connection.run(
       [](ESYS_CONTEXT* ctx) { return Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8); }, false);
@@ -431,13 +434,9 @@ TEST_CASE("tokens: tpm2 connection - a context left half-way by a broken command
   CHECK(connection.run(random_bytes, true) == 8);
   CHECK(connection.run(random_bytes, true) == 8);
   // Without a retry, the refusal is the caller's error, and the connection is usable afterwards.
-  connection.run(
-      [](ESYS_CONTEXT* ctx) {
-        REQUIRE(Esys_GetRandom_Async(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8) == TSS2_RC_SUCCESS);
-        return 0;
-      },
-      false);
+  leave_half_way();
   Error e = expect_error([&] { connection.run(random_bytes, false); });
   CHECK(contains(e.what(), "Esys_GetRandom"));
+  CHECK(contains(e.what(), "ended half-way"));
   CHECK(connection.run(random_bytes, false) == 8);
 }
