@@ -197,6 +197,13 @@ void compare(Leaf& leaf, const ClusterSpec& spec, const CaState& ca) {
 
 std::string path_of(const std::string& out, const std::string& rel) { return out + "/" + rel; }
 
+// The node a path of the layout belongs to: NAME for "nodes/NAME" and "nodes/NAME/...", else empty.
+std::string node_of(const std::string& rel) {
+  if (rel.rfind("nodes/", 0) != 0) return "";
+  auto slash = rel.find('/', 6);
+  return rel.substr(6, slash == std::string::npos ? std::string::npos : slash - 6);
+}
+
 }  // namespace
 
 namespace {
@@ -376,11 +383,7 @@ class PlanParts {
     std::set<std::string> names;
     for (const auto& w : sub.workers) names.insert(w.name);
     Plan full = make_plan(sub);
-    auto mine = [&](const std::string& path) {
-      if (path.rfind("nodes/", 0) != 0) return false;
-      auto slash = path.find('/', 6);
-      return names.count(path.substr(6, slash == std::string::npos ? std::string::npos : slash - 6)) != 0;
-    };
+    auto mine = [&](const std::string& path) { return names.count(node_of(path)) != 0; };
     Plan p;
     for (auto& c : full.certs)
       if (!c.is_ca && names.count(c.node)) p.certs.push_back(std::move(c));
@@ -538,6 +541,11 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
                          ", which stopped before writing it");
     }
   };
+  auto mark_orphans_now = [&](const std::string& rel, const OnDisk& disk) {  // reported at once
+    PartOut po;
+    mark_orphans(rel, disk, po);
+    flush(po);
+  };
 
   // Renew and init --only: the names must be known before anything happens.
   const bool only = !opt.renew && !opt.only.empty();
@@ -628,9 +636,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     }
     if (pem) {
       st.cert = x509_from_pem(*pem, c.primary_path());
-      PartOut po;
-      mark_orphans(c.primary_path(), OnDisk::holds(serial_hex(X509_get0_serialNumber(st.cert.get()))), po);
-      flush(po);
+      mark_orphans_now(c.primary_path(), OnDisk::holds(serial_hex(X509_get0_serialNumber(st.cert.get()))));
       if (!have_key)
         throw Error(ErrorKind::Conflict, c.primary_path() + " exists but its key " + strip_query(uri) +
                                              " does not: hwca never re-keys a CA (restore the token, or move " + out +
@@ -652,9 +658,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     } else {
       if (opt.renew)
         throw Error(ErrorKind::NotFound, c.primary_path() + " is missing: run `hwca k8s init` first (renew never makes a CA)");
-      PartOut po;
-      mark_orphans(c.primary_path(), OnDisk::missing(), po);
-      flush(po);
+      mark_orphans_now(c.primary_path(), OnDisk::missing());
       std::string why;
       try {
         if (have_key) {
@@ -694,10 +698,10 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       Leaf l;
       l.spec = &c;
       l.path = c.primary_path();
-      auto slash = l.path.rfind("nodes/", 0) == 0 ? l.path.find('/', 6) : std::string::npos;
+      const std::string node = node_of(l.path);
       bool folder_there = true;
-      if (slash != std::string::npos) {
-        auto [it, fresh] = node_folder.emplace(l.path.substr(0, slash), false);
+      if (!node.empty()) {
+        auto [it, fresh] = node_folder.emplace("nodes/" + node, false);
         struct stat st {};
         if (fresh) it->second = ::stat(path_of(out, it->first).c_str(), &st) == 0;
         folder_there = it->second;
