@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# swtpm SIGKILLed in the middle of a TPM batch (issue 9): `hwca k8s init` of a generated 400-node cluster
-# (3 control-plane nodes, 397 workers) with its three CA keys in a swtpm; swtpm is killed once the
-# ledger holds the first worker part (250 certificates or more: parts are signed and recorded 256 at a
-# time), so the kill falls while a later part is being signed, which is most of a part's time. hwca stops within the `timeout` (no hang) with exactly one `hwca: error:` line that
-# names the TPM; the ledger passes its integrity check and `hwca audit verify`; every file on disk is
+# swtpm SIGKILLed in the middle of a TPM batch (issue 9): `hwca k8s init` of a generated 1,024-node
+# cluster (3 control-plane nodes, 1,021 workers: eight parts of up to 128 workers) with its three CA keys
+# in a swtpm; swtpm is killed once the ledger holds the first worker part (250 certificates or more: parts
+# are signed and recorded 256 at a time), so the kill falls while later parts are being signed. Parts run
+# several at a time (one per core and one more), so the first commits come close together: with 397
+# workers (four parts, as this test had) the last part could finish between the poll and the kill.
+# hwca stops within the `timeout` (no hang) with exactly one `hwca: error:` line that names the TPM; the ledger passes its integrity check and `hwca audit verify`; every file on disk is
 # whole and in the ledger as issued (what was signed before the failure is written, nothing recorded
 # is left without its file). swtpm restarted on the same state: init completes, re-issues nothing that
 # was complete, and no serial appears twice. tpm2_failures.sh covers the same kill around separate
@@ -14,7 +16,7 @@ source "$HWCA_SOURCE_DIR/softhsm-tests/cli/lib-crash.bash" || exit 1
 export TSS2_LOG=all+NONE
 
 start_swtpm crash
-crash_cluster 0 397 3 "tpm2:file=$T/" ".tss2.pem?tcti=$SWTPM_TCTI" cluster.yaml
+crash_cluster 0 1021 3 "tpm2:file=$T/" ".tss2.pem?tcti=$SWTPM_TCTI" cluster.yaml
 LEDGER="$HWCA_HOME/ledger.db"
 count() { [ -s "$LEDGER" ] && sqlite3 "$LEDGER" 'SELECT COUNT(*) FROM certificates' 2>/dev/null || echo 0; }
 
@@ -58,7 +60,7 @@ issued2=$(sed -nE 's/^init: ([0-9]+) certificates? issued.*/\1/p' run2.out)
 total=$(count)
 [ "$total" = $((at_kill + issued2)) ] || fail "ledger: $at_kill rows at the kill + $issued2 issued != $total"
 # Every certificate on disk verifies against its CA (the TPM signed them all).
-for f in out/nodes/w1/pki/kubelet.crt out/nodes/w397/pki/kubelet.crt out/pki/apiserver.crt; do
+for f in out/nodes/w1/pki/kubelet.crt out/nodes/w1021/pki/kubelet.crt out/pki/apiserver.crt; do
   openssl verify -CAfile out/pki/ca.crt "$f" > /dev/null || fail "$f does not verify"
 done
 openssl verify -CAfile out/pki/etcd/ca.crt out/nodes/cp2/pki/etcd/peer.crt > /dev/null || fail "etcd peer does not verify"
