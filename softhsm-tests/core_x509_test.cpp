@@ -1,6 +1,10 @@
 // X.509 building blocks: SANs, names, certificates, CSRs, serials, time, chain verification.
 #include "core_helpers.h"
 
+#include "core/base/csr_der.h"
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/sha.h>
 
 #include <set>
@@ -455,4 +459,205 @@ TEST_CASE("the certificate's SubjectPublicKeyInfo is the subject key's own DER f
       OPENSSL_free(got);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// d2i_csr: OpenSSL's ASN.1 templates and built-in key methods instead of d2i_X509_REQ's decoder
+
+namespace {
+
+std::string der_of(const X509_REQ* req) {
+  unsigned char* der = nullptr;
+  int len = i2d_X509_REQ(req, &der);
+  REQUIRE(len > 0);
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+// d2i_csr and d2i_X509_REQ on the same bytes: both refuse, or both read the same request (the same
+// length, the same DER, the same key, the same signature result). Returns whether d2i_csr's own reader
+// (a key with OpenSSL's built-in method) was the one that read it.
+bool reads_as_openssl_does(const std::string& bytes) {
+  const auto* start = reinterpret_cast<const unsigned char*>(bytes.data());
+  const unsigned char* ours_end = start;
+  const unsigned char* theirs_end = start;
+  hwca::X509_REQ_ptr ours = hwca::d2i_csr(&ours_end, static_cast<long>(bytes.size()));
+  hwca::X509_REQ_ptr theirs(d2i_X509_REQ(nullptr, &theirs_end, static_cast<long>(bytes.size())));
+  ERR_clear_error();
+  REQUIRE(bool(ours) == bool(theirs));
+  if (!ours) {
+    CHECK(ours_end == start);
+    return false;
+  }
+  CHECK(ours_end == theirs_end);
+  CHECK(der_of(ours.get()) == der_of(theirs.get()));
+  EVP_PKEY* our_key = X509_REQ_get0_pubkey(ours.get());
+  EVP_PKEY* their_key = X509_REQ_get0_pubkey(theirs.get());
+  ERR_clear_error();
+  REQUIRE(bool(our_key) == bool(their_key));
+  if (!our_key) return false;
+  CHECK(EVP_PKEY_eq(our_key, their_key) == 1);
+  CHECK((X509_REQ_verify(ours.get(), our_key) == 1) == (X509_REQ_verify(theirs.get(), their_key) == 1));
+  ERR_clear_error();
+  const char* our_kind = EVP_PKEY_get0_description(our_key);
+  const char* their_kind = EVP_PKEY_get0_description(their_key);
+  return our_kind && their_kind && std::string(our_kind) != their_kind;
+}
+
+hwca::X509_REQ_ptr signed_request(EVP_PKEY* key, bool with_sans, bool with_password) {
+  hwca::X509_REQ_ptr req(X509_REQ_new());
+  REQUIRE(req);
+  REQUIRE(X509_REQ_set_subject_name(req.get(), hwca::test::cn_name("system:node:w1").get()) == 1);
+  REQUIRE(X509_REQ_set_pubkey(req.get(), key) == 1);
+  if (with_sans) {
+    hwca::STACK_OF_X509_EXTENSION_ptr exts(sk_X509_EXTENSION_new_null());
+    X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, "DNS:w1.example,IP:10.0.0.1");
+    REQUIRE(san);
+    REQUIRE(sk_X509_EXTENSION_push(exts.get(), san) > 0);
+    REQUIRE(X509_REQ_add_extensions(req.get(), exts.get()) == 1);
+  }
+  if (with_password)
+    REQUIRE(X509_REQ_add1_attr_by_NID(req.get(), NID_pkcs9_challengePassword, MBSTRING_ASC,
+                                      reinterpret_cast<const unsigned char*>("secret"), -1) == 1);
+  const EVP_MD* md = EVP_PKEY_is_a(key, "ED25519") ? nullptr : EVP_sha256();
+  REQUIRE(X509_REQ_sign(req.get(), key, md) > 0);
+  return req;
+}
+
+}  // namespace
+
+TEST_CASE("d2i_csr reads every request exactly as d2i_X509_REQ does, and named-curve EC and RSA keys itself", "[core][x509]") {
+  struct Case {
+    std::string name;
+    hwca::EVP_PKEY_ptr key;
+    bool own_reader;  // d2i_csr reads it without OpenSSL's decoder
+  };
+  std::vector<Case> cases;
+  for (const char* algo : {"ecdsa-p256", "ecdsa-p384", "rsa-2048"})
+    cases.push_back({algo, hwca::generate_software_key(KeySpec::parse(algo)), true});
+  cases.push_back({"P-521", hwca::EVP_PKEY_ptr(EVP_EC_gen("P-521")), true});
+  cases.push_back({"secp256k1", hwca::EVP_PKEY_ptr(EVP_EC_gen("secp256k1")), true});
+  {
+    hwca::EVP_PKEY_ptr compressed(EVP_EC_gen("P-256"));
+    REQUIRE(compressed);
+    REQUIRE(EVP_PKEY_set_utf8_string_param(compressed.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                           OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED) == 1);
+    cases.push_back({"P-256, compressed point", std::move(compressed), true});
+  }
+  {
+    hwca::EVP_PKEY_ptr explicit_curve(EVP_EC_gen("P-256"));
+    REQUIRE(explicit_curve);
+    REQUIRE(EVP_PKEY_set_utf8_string_param(explicit_curve.get(), OSSL_PKEY_PARAM_EC_ENCODING,
+                                           OSSL_PKEY_EC_ENCODING_EXPLICIT) == 1);
+    cases.push_back({"P-256, explicit parameters", std::move(explicit_curve), false});
+  }
+  cases.push_back({"Ed25519", hwca::EVP_PKEY_ptr(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")), false});
+  {
+    hwca::EVP_PKEY_CTX_ptr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA-PSS", nullptr));
+    EVP_PKEY* pss = nullptr;
+    REQUIRE(ctx);
+    REQUIRE(EVP_PKEY_keygen_init(ctx.get()) == 1);
+    REQUIRE(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 2048) == 1);
+    REQUIRE(EVP_PKEY_generate(ctx.get(), &pss) == 1);
+    cases.push_back({"RSA-PSS", hwca::EVP_PKEY_ptr(pss), false});
+  }
+
+  auto ca_key = hwca::generate_software_key(KeySpec::parse("ecdsa-p256"));
+  CertTemplate ca_t;
+  ca_t.subject = hwca::test::cn_name("d2i_csr test CA");
+  ca_t.is_ca = true;
+  ca_t.key_usage = X509v3_KU_KEY_CERT_SIGN;
+  ca_t.not_before = now() - 60;
+  ca_t.not_after = now() + 86400;
+  auto ca_cert = build_certificate(ca_t, random_serial().get(), ca_key.get(), nullptr, ca_key.get());
+
+  for (auto& c : cases) {
+    INFO(c.name);
+    REQUIRE(c.key);
+    for (bool sans : {true, false}) {
+      for (bool password : {false, true}) {
+        INFO("SANs " << sans << ", challengePassword " << password);
+        auto req = signed_request(c.key.get(), sans, password);
+        std::string der = der_of(req.get());
+        CHECK(reads_as_openssl_does(der) == c.own_reader);
+
+        // Through csr_from_pem_or_der, DER and PEM (both labels): the same request, and it verifies.
+        std::string pem = hwca::csr_to_pem(req.get());
+        std::string old_pem = pem;
+        for (std::string label : {"-----BEGIN ", "-----END "}) {
+          auto at = old_pem.find(label + "CERTIFICATE REQUEST");
+          REQUIRE(at != std::string::npos);
+          old_pem.insert(at + label.size(), "NEW ");
+        }
+        for (const std::string& input : {der, pem, old_pem}) {
+          auto read = hwca::csr_from_pem_or_der(input, "CSR");
+          CHECK(der_of(read.get()) == der);
+          CHECK_NOTHROW(verify_csr_signature(read.get()));
+          CHECK(EVP_PKEY_eq(X509_REQ_get0_pubkey(read.get()), c.key.get()) == 1);
+        }
+        // A CSR that d2i_csr read itself gives the same certificate key as the original key does.
+        if (c.own_reader && sans && !password) {
+          auto read = hwca::csr_from_pem_or_der(der, "CSR");
+          CertTemplate t;
+          t.subject = hwca::test::cn_name("w1");
+          t.not_before = now() - 60;
+          t.not_after = now() + 3600;
+          auto cert = build_certificate(t, random_serial().get(), X509_REQ_get0_pubkey(read.get()), ca_cert.get(),
+                                        ca_key.get());
+          unsigned char* want = nullptr;
+          int want_len = i2d_PUBKEY(c.key.get(), &want);
+          REQUIRE(want_len > 0);
+          unsigned char* got = nullptr;
+          int got_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &got);
+          REQUIRE(got_len > 0);
+          CHECK(std::string(reinterpret_cast<char*>(got), static_cast<size_t>(got_len)) ==
+                std::string(reinterpret_cast<char*>(want), static_cast<size_t>(want_len)));
+          OPENSSL_free(want);
+          OPENSSL_free(got);
+          // What the policy layer reads from the key: its algorithm, or the refusal of it.
+          auto spec_of = [](const EVP_PKEY* k) -> std::string {
+            try {
+              return KeySpec::of(k).name();
+            } catch (const Error& e) {
+              return std::string("refused: ") + e.what();
+            }
+          };
+          CHECK(spec_of(X509_REQ_get0_pubkey(read.get())) == spec_of(c.key.get()));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("d2i_csr agrees with d2i_X509_REQ on damaged and trailing bytes", "[core][x509]") {
+  // Every byte of a P-256 and an RSA-2048 request with one bit flipped (low and high), every
+  // truncation, and extra bytes after the request.
+  int own = 0;
+  int refused = 0;
+  for (const char* algo : {"ecdsa-p256", "rsa-2048"}) {
+    INFO(algo);
+    auto key = hwca::generate_software_key(KeySpec::parse(algo));
+    std::string der = der_of(signed_request(key.get(), true, true).get());
+    for (size_t i = 0; i < der.size(); ++i) {
+      for (int bit : {0x01, 0x80}) {
+        std::string damaged = der;
+        damaged[i] = static_cast<char>(static_cast<unsigned char>(damaged[i]) ^ bit);
+        INFO("byte " << i << " ^ " << bit);
+        if (reads_as_openssl_does(damaged)) ++own;
+        const unsigned char* p = reinterpret_cast<const unsigned char*>(damaged.data());
+        hwca::X509_REQ_ptr any(d2i_X509_REQ(nullptr, &p, static_cast<long>(damaged.size())));
+        ERR_clear_error();
+        if (!any) ++refused;
+      }
+    }
+    for (size_t n = 0; n < der.size(); ++n) CHECK_FALSE(reads_as_openssl_does(der.substr(0, n)));
+    CHECK(reads_as_openssl_does(der + std::string("\x05\x00", 2)));
+    // csr_from_pem_or_der still refuses DER with bytes after the request.
+    Error e = error_of([&] { (void)hwca::csr_from_pem_or_der(der + std::string("\x05\x00", 2), "CSR"); });
+    CHECK(e.kind() == ErrorKind::BadInput);
+  }
+  // Both kinds of outcome were exercised: requests read by d2i_csr itself, and requests refused.
+  CHECK(own > 100);
+  CHECK(refused > 100);
 }

@@ -1,5 +1,6 @@
 #include "core/base/ossl.h"
 
+#include "core/base/csr_der.h"
 #include "core/base/error.h"
 
 #include <openssl/err.h>
@@ -98,11 +99,18 @@ X509_REQ_ptr csr_from_pem_or_der(std::string_view data, const std::string& what)
   OpensslErrorScope errors;
   X509_REQ_ptr req;
   if (looks_like_pem(data)) {
+    // What PEM_read_bio_X509_REQ does (the same label matching, no passphrase), with d2i_csr.
     BIO_ptr bio = mem_bio(data);
-    req.reset(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+    unsigned char* der = nullptr;
+    long der_len = 0;
+    if (PEM_bytes_read_bio(&der, &der_len, nullptr, PEM_STRING_X509_REQ, bio.get(), nullptr, nullptr) == 1) {
+      const unsigned char* p = der;
+      req = d2i_csr(&p, der_len);
+    }
+    OPENSSL_free(der);
   } else {
     const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-    req.reset(d2i_X509_REQ(nullptr, &p, static_cast<long>(data.size())));
+    req = d2i_csr(&p, static_cast<long>(data.size()));
     if (req && p != reinterpret_cast<const unsigned char*>(data.data()) + data.size()) req.reset();
   }
   if (!req) {
