@@ -2,6 +2,7 @@
 
 #include "core/base/algorithm.h"
 #include "core/base/error.h"
+#include "core/base/signing_run.h"
 
 #include <openssl/err.h>
 
@@ -138,13 +139,17 @@ std::vector<X509_ptr> Issuer::issue_batch(const std::vector<const IssueRequest*>
     certs.reserve(requests.size());
     items.reserve(requests.size());
     // In three passes: the certificates, then their signatures back to back, then the checks. A device
-    // that signs one request at a time (a TPM, behind its connection's lock) then goes from one signature
-    // to the next while other threads do their CPU work, instead of passing its lock to and fro.
+    // that signs one request at a time (a TPM, behind its connection's lock) stays with this thread for
+    // the signatures (SigningRun) and goes from one to the next while other threads do their CPU work,
+    // instead of passing its lock to and fro.
     for (size_t i = 0; i < requests.size(); ++i) {
       ASN1_INTEGER_ptr serial = random_serial();
       certs.push_back(unsigned_certificate(plans[i], serial.get(), requests[i]->public_key, m_ca_cert));
     }
-    for (auto& cert : certs) sign_certificate(cert.get(), m_ca_key);
+    {
+      SigningRun run;
+      for (auto& cert : certs) sign_certificate(cert.get(), m_ca_key);
+    }
     for (size_t i = 0; i < requests.size(); ++i) {
       check_certificate_signature(certs[i].get(), m_ca_cert, requests[i]->public_key);
       items.push_back({certs[i].get(), requests[i]->profile->name, requests[i]->requester, requests[i]->request_id});

@@ -1,8 +1,11 @@
 // The issuance engine: profile -> template -> signed, recorded certificate.
 #include "core_helpers.h"
 
+#include "core/base/signing_run.h"
 #include "core/cfssl.h"
 #include "core/engine.h"
+
+#include <thread>
 
 using hwca::Error;
 using hwca::ErrorKind;
@@ -245,4 +248,32 @@ TEST_CASE("check_key_matches_cert", "[core][engine]") {
   CHECK(e.kind() == ErrorKind::BadInput);
   CHECK(std::string(e.what()) == "the CA key does not match the CA certificate's public key");
   CHECK(error_of([&] { check_key_matches_cert(f.ca_cert.get(), f.rsa_leaf.get()); }).kind() == ErrorKind::BadInput);
+}
+
+TEST_CASE("SigningRun: devices are kept until the outermost run of their thread ends, then released in order", "[core][engine]") {
+  struct Recorder final : hwca::SigningRun::Device {
+    std::vector<std::string>* log;
+    std::string name;
+    Recorder(std::vector<std::string>* l, std::string n) : log(l), name(std::move(n)) {}
+    void release_after_run() noexcept override { log->push_back(name); }
+  };
+  std::vector<std::string> released;
+  Recorder a(&released, "a"), b(&released, "b");
+  CHECK_FALSE(hwca::SigningRun::keep(a));  // no run: the device releases itself
+  {
+    hwca::SigningRun run;
+    CHECK(hwca::SigningRun::keep(a));
+    {
+      hwca::SigningRun nested;
+      CHECK(hwca::SigningRun::keep(b));
+    }
+    CHECK(released.empty());  // the inner run's end releases nothing
+    bool other_thread_keeps = true;
+    std::thread t([&] { other_thread_keeps = hwca::SigningRun::keep(b); });  // a run is per thread
+    t.join();
+    CHECK_FALSE(other_thread_keeps);
+  }
+  CHECK(released == std::vector<std::string>{"a", "b"});
+  CHECK_FALSE(hwca::SigningRun::keep(a));  // the run is over
+  CHECK(released.size() == 2);
 }

@@ -5,6 +5,7 @@
 // restarted, an algorithm the TPM does not support), plus interop with tpm2-openssl.
 #include "core/base/algorithm.h"
 #include "core/base/error.h"
+#include "core/base/signing_run.h"
 #include "support/softhsm_token.h"
 #include "support/swtpm.h"
 #include "tokens/backend.h"
@@ -17,6 +18,7 @@
 #include <openssl/pem.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <map>
 #include <cstdlib>
@@ -439,4 +441,70 @@ TEST_CASE("tokens: tpm2 connection - a context left half-way by a broken command
   CHECK(contains(e.what(), "Esys_GetRandom"));
   CHECK(contains(e.what(), "ended half-way"));
   CHECK(connection.run(random_bytes, false) == 8);
+}
+
+TEST_CASE("tokens: tpm2 connection - a signing run keeps the TPM for its thread until the run ends", "[tokens][tpm2]") {
+  // Issuer::issue_batch signs a batch inside a SigningRun: the connection's lock stays with that thread
+  // from its first operation to the end of the run, so another thread's operation waits for the run,
+  // and the thread itself goes on without waiting for itself. Outside a run nothing is kept.
+  test::Swtpm tpm;
+  tokens::tpm2::Connection connection(tpm.tcti());
+  auto random_bytes = [](ESYS_CONTEXT* ctx) {
+    TPM2B_DIGEST* bytes = nullptr;
+    TSS2_RC rc = Esys_GetRandom(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8, &bytes);
+    if (rc != TSS2_RC_SUCCESS) tokens::tpm2::throw_rc(ErrorKind::Token, "Esys_GetRandom", rc);
+    size_t n = bytes->size;
+    Esys_Free(bytes);
+    return n;
+  };
+  std::atomic<int> other_state{0};  // 1: started its operation, 2: finished it
+  std::atomic<bool> run_ended{false};
+  bool other_finished_after_the_run = false;
+  size_t other_bytes = 0;
+  std::thread other;
+  {
+    SigningRun run;
+    CHECK(connection.run(random_bytes, true) == 8);  // kept from here
+    other = std::thread([&] {
+      other_state = 1;
+      try {
+        other_bytes = connection.run(random_bytes, true);
+      } catch (...) {
+      }
+      other_finished_after_the_run = run_ended.load();
+      other_state = 2;
+    });
+    for (int i = 0; i < 1000 && other_state.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(other_state.load() == 1);  // still waiting for the TPM
+    for (int i = 0; i < 3; ++i) CHECK(connection.run(random_bytes, true) == 8);
+    {
+      SigningRun nested;  // runs nest: the inner one's end releases nothing
+      CHECK(connection.run(random_bytes, true) == 8);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(other_state.load() == 1);
+    run_ended = true;
+  }
+  other.join();
+  CHECK(other_state.load() == 2);
+  CHECK(other_bytes == 8);
+  CHECK(other_finished_after_the_run);
+  // No run open: each operation gives the lock back, so a second thread gets the TPM.
+  CHECK(connection.run(random_bytes, true) == 8);
+  size_t later = 0;
+  std::thread after([&] { later = connection.run(random_bytes, true); });
+  after.join();
+  CHECK(later == 8);
+  // A run whose operation fails still gives the TPM back at its end.
+  {
+    SigningRun run;
+    Error e = expect_error([&] {
+      connection.run([](ESYS_CONTEXT*) -> int { throw Error(ErrorKind::Token, "refused on purpose"); }, true);
+    });
+    CHECK(contains(e.what(), "refused on purpose"));
+  }
+  std::thread after_failure([&] { later = connection.run(random_bytes, true); });
+  after_failure.join();
+  CHECK(later == 8);
 }

@@ -106,6 +106,24 @@ Connection::Connection(std::string tcti) : m_tcti(std::move(tcti)) {}
 
 Connection::~Connection() { disconnect(); }
 
+Connection::Hold::Hold(Connection& c)
+    : m_connection(c), m_kept_already(c.m_keeper.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+  if (!m_kept_already) c.m_mutex.lock();
+}
+
+Connection::Hold::~Hold() {
+  if (m_kept_already) return;
+  if (SigningRun::keep(m_connection))
+    m_connection.m_keeper.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  else
+    m_connection.m_mutex.unlock();
+}
+
+void Connection::release_after_run() noexcept {
+  m_keeper.store(std::thread::id(), std::memory_order_relaxed);
+  m_mutex.unlock();
+}
+
 bool Connection::context_lost(const Error& e) {
   const auto rc = static_cast<TSS2_RC>(e.backend_code());
   return !e.call().empty() && (is_connection_error(rc) || is_unusable_context(rc));

@@ -7,13 +7,16 @@
 #include "core/base/algorithm.h"
 #include "core/base/error.h"
 #include "core/base/ossl.h"
+#include "core/base/signing_run.h"
 
 #include <tss2/tss2_esys.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -40,7 +43,9 @@ TSS2_RC rc_base(TSS2_RC rc);
 // One TPM reached through one TCTI. Everything goes through run(), which holds the lock for the whole
 // operation: ESAPI contexts are not thread-safe, and swtpm without a resource manager has only three
 // transient slots, so an operation loads what it needs and flushes it before the next one starts.
-class Connection {
+// Inside a SigningRun (core/base/signing_run.h) the thread keeps the lock from its first operation to
+// the end of the run: a batch's signatures go to the TPM back to back, without a hand-over per signature.
+class Connection final : private SigningRun::Device {
  public:
   explicit Connection(std::string tcti);
   ~Connection();
@@ -54,7 +59,7 @@ class Connection {
   // are unsafe to repeat.
   template <typename F>
   auto run(F&& fn, bool retry) -> decltype(fn(static_cast<ESYS_CONTEXT*>(nullptr))) {
-    std::lock_guard lock(m_mutex);
+    Hold hold(*this);
     for (int attempt = 0;; ++attempt) {
       ESYS_CONTEXT* ctx = context();  // its own error names the TPM and the TCTI
       try {
@@ -84,7 +89,23 @@ class Connection {
   // `e`, saying that the link to this TPM broke (or that the context was left half-way).
   [[noreturn]] void throw_context_lost(const Error& e) const;
 
+  // The lock for one run(): taken unless this thread already keeps it for a SigningRun; at the end,
+  // kept for the thread's open SigningRun if there is one, else given back.
+  class Hold {
+   public:
+    explicit Hold(Connection& c);
+    ~Hold();
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    Connection& m_connection;
+    bool m_kept_already;
+  };
+  void release_after_run() noexcept override;
+
   std::mutex m_mutex;
+  std::atomic<std::thread::id> m_keeper{};  // the thread that keeps m_mutex for its SigningRun, if any
   std::string m_tcti;
   TSS2_TCTI_CONTEXT* m_tcti_ctx = nullptr;
   ESYS_CONTEXT* m_esys = nullptr;
