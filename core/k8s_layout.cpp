@@ -905,11 +905,14 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
       }
       if (make_folder(path_of(out, folder))) made.insert(folder);
     }
-    // The temporaries a killed run left in the folders this part writes.
+    // The temporaries a killed run left in the folders this part writes (not in the folders it just
+    // made: those hold nothing).
     std::map<std::string, std::set<std::string>> names_by_folder;
     for (const auto& entry : files) {
+      auto slash = entry.first.rfind('/');
+      if (slash != std::string::npos && made.count(entry.first.substr(0, slash))) continue;
       std::string full = path_of(out, entry.first);
-      auto slash = full.rfind('/');
+      slash = full.rfind('/');
       names_by_folder[full.substr(0, slash)].insert(full.substr(slash + 1));
     }
     int stale = 0;
