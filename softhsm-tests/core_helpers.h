@@ -79,15 +79,19 @@ inline std::string octets(const ASN1_OCTET_STRING* s) {
 
 inline std::string hex_of(const std::string& bytes) { return hwca::to_hex(bytes); }
 
-// DER of an X509_NAME.
-inline std::string name_der(const X509_NAME* name) {
+// DER of an OpenSSL object through its i2d function: der_with(i2d_X509_REQ, req).
+template <typename T>
+std::string der_with(int (*i2d)(const T*, unsigned char**), const T* object) {
   unsigned char* der = nullptr;
-  int len = i2d_X509_NAME(name, &der);
+  int len = i2d(object, &der);
   REQUIRE(len > 0);
   std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
   OPENSSL_free(der);
   return out;
 }
+
+// DER of an X509_NAME.
+inline std::string name_der(const X509_NAME* name) { return der_with(i2d_X509_NAME, name); }
 
 // "C = CN, O = k8s + O = system:masters, CN = x", as `openssl x509 -subject` prints it.
 inline std::string oneline(const X509_NAME* name) {

@@ -421,17 +421,44 @@ TEST_CASE("time helpers", "[core][x509]") {
   }
 }
 
+namespace {
+
+// A self-signed ECDSA-P256 CA in software, to issue test leaves from.
+struct TestCa {
+  hwca::EVP_PKEY_ptr key;
+  hwca::X509_ptr cert;
+};
+
+TestCa test_ca(const std::string& cn) {
+  TestCa ca{hwca::generate_software_key(KeySpec::parse("ecdsa-p256")), nullptr};
+  CertTemplate t;
+  t.subject = hwca::test::cn_name(cn);
+  t.is_ca = true;
+  t.key_usage = X509v3_KU_KEY_CERT_SIGN;
+  t.not_before = now() - 60;
+  t.not_after = now() + 86400;
+  ca.cert = build_certificate(t, random_serial().get(), ca.key.get(), nullptr, ca.key.get());
+  return ca;
+}
+
+// A one-hour leaf for `subject` from `ca`.
+hwca::X509_ptr test_leaf(EVP_PKEY* subject, const TestCa& ca) {
+  CertTemplate t;
+  t.subject = hwca::test::cn_name("spki");
+  t.not_before = now() - 60;
+  t.not_after = now() + 3600;
+  return build_certificate(t, random_serial().get(), subject, ca.cert.get(), ca.key.get());
+}
+
+// The SubjectPublicKeyInfo a certificate carries (DER).
+std::string spki_of(const X509* cert) { return hwca::test::der_with(i2d_X509_PUBKEY, X509_get_X509_PUBKEY(cert)); }
+
+}  // namespace
+
 TEST_CASE("the certificate's SubjectPublicKeyInfo is the subject key's own DER for every algorithm", "[core][x509]") {
   // build_certificate encodes named-curve EC keys through a faster path than X509_set_pubkey's
   // general one: the bytes must be identical, for keys generated here and for keys read from a CSR.
-  auto ca_key = hwca::generate_software_key(KeySpec::parse("ecdsa-p256"));
-  CertTemplate ca_t;
-  ca_t.subject = hwca::test::cn_name("spki test CA");
-  ca_t.is_ca = true;
-  ca_t.key_usage = X509v3_KU_KEY_CERT_SIGN;
-  ca_t.not_before = now() - 60;
-  ca_t.not_after = now() + 86400;
-  auto ca_cert = build_certificate(ca_t, random_serial().get(), ca_key.get(), nullptr, ca_key.get());
+  TestCa ca = test_ca("spki test CA");
   std::vector<std::pair<std::string, hwca::EVP_PKEY_ptr>> keys;
   for (const char* algo : {"ecdsa-p256", "ecdsa-p384", "rsa-2048"})
     keys.emplace_back(algo, hwca::generate_software_key(KeySpec::parse(algo)));
@@ -441,22 +468,9 @@ TEST_CASE("the certificate's SubjectPublicKeyInfo is the subject key's own DER f
     REQUIRE(key);
     auto csr = make_csr(hwca::test::cn_name("spki").get(), SubjectAltNames{}, key.get());
     for (EVP_PKEY* subject : {key.get(), X509_REQ_get0_pubkey(csr.get())}) {
-      CertTemplate t;
-      t.subject = hwca::test::cn_name("spki");
-      t.not_before = now() - 60;
-      t.not_after = now() + 3600;
-      auto cert = build_certificate(t, random_serial().get(), subject, ca_cert.get(), ca_key.get());
-      unsigned char* want = nullptr;
-      int want_len = i2d_PUBKEY(subject, &want);
-      REQUIRE(want_len > 0);
-      unsigned char* got = nullptr;
-      int got_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &got);
-      REQUIRE(got_len > 0);
-      CHECK(std::string(reinterpret_cast<char*>(got), static_cast<size_t>(got_len)) ==
-            std::string(reinterpret_cast<char*>(want), static_cast<size_t>(want_len)));
+      auto cert = test_leaf(subject, ca);
+      CHECK(spki_of(cert.get()) == hwca::test::der_with(i2d_PUBKEY, subject));
       CHECK(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), subject) == 1);
-      OPENSSL_free(want);
-      OPENSSL_free(got);
     }
   }
 }
@@ -466,14 +480,7 @@ TEST_CASE("the certificate's SubjectPublicKeyInfo is the subject key's own DER f
 
 namespace {
 
-std::string der_of(const X509_REQ* req) {
-  unsigned char* der = nullptr;
-  int len = i2d_X509_REQ(req, &der);
-  REQUIRE(len > 0);
-  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
-  OPENSSL_free(der);
-  return out;
-}
+std::string der_of(const X509_REQ* req) { return hwca::test::der_with(i2d_X509_REQ, req); }
 
 // d2i_csr and d2i_X509_REQ on the same bytes: both refuse, or both read the same request (the same
 // length, the same DER, the same key, the same signature result). Returns whether d2i_csr's own reader
@@ -563,14 +570,7 @@ TEST_CASE("d2i_csr reads every request exactly as d2i_X509_REQ does, and named-c
     cases.push_back({"RSA-PSS", hwca::EVP_PKEY_ptr(pss), false});
   }
 
-  auto ca_key = hwca::generate_software_key(KeySpec::parse("ecdsa-p256"));
-  CertTemplate ca_t;
-  ca_t.subject = hwca::test::cn_name("d2i_csr test CA");
-  ca_t.is_ca = true;
-  ca_t.key_usage = X509v3_KU_KEY_CERT_SIGN;
-  ca_t.not_before = now() - 60;
-  ca_t.not_after = now() + 86400;
-  auto ca_cert = build_certificate(ca_t, random_serial().get(), ca_key.get(), nullptr, ca_key.get());
+  TestCa ca = test_ca("d2i_csr test CA");
 
   for (auto& c : cases) {
     INFO(c.name);
@@ -599,22 +599,8 @@ TEST_CASE("d2i_csr reads every request exactly as d2i_X509_REQ does, and named-c
         // A CSR that d2i_csr read itself gives the same certificate key as the original key does.
         if (c.own_reader && sans && !password) {
           auto read = hwca::csr_from_pem_or_der(der, "CSR");
-          CertTemplate t;
-          t.subject = hwca::test::cn_name("w1");
-          t.not_before = now() - 60;
-          t.not_after = now() + 3600;
-          auto cert = build_certificate(t, random_serial().get(), X509_REQ_get0_pubkey(read.get()), ca_cert.get(),
-                                        ca_key.get());
-          unsigned char* want = nullptr;
-          int want_len = i2d_PUBKEY(c.key.get(), &want);
-          REQUIRE(want_len > 0);
-          unsigned char* got = nullptr;
-          int got_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert.get()), &got);
-          REQUIRE(got_len > 0);
-          CHECK(std::string(reinterpret_cast<char*>(got), static_cast<size_t>(got_len)) ==
-                std::string(reinterpret_cast<char*>(want), static_cast<size_t>(want_len)));
-          OPENSSL_free(want);
-          OPENSSL_free(got);
+          auto cert = test_leaf(X509_REQ_get0_pubkey(read.get()), ca);
+          CHECK(spki_of(cert.get()) == hwca::test::der_with(i2d_PUBKEY, c.key.get()));
           // What the policy layer reads from the key: its algorithm, or the refusal of it.
           auto spec_of = [](const EVP_PKEY* k) -> std::string {
             try {

@@ -70,6 +70,16 @@ std::uint32_t handle_for(const std::string& algorithm) {
   return handles.at(algorithm);
 }
 
+// Eight random bytes from the TPM (a command that changes nothing); returns how many came back.
+size_t random_bytes(ESYS_CONTEXT* ctx) {
+  TPM2B_DIGEST* bytes = nullptr;
+  TSS2_RC rc = Esys_GetRandom(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8, &bytes);
+  if (rc != TSS2_RC_SUCCESS) tokens::tpm2::throw_rc(ErrorKind::Token, "Esys_GetRandom", rc);
+  size_t n = bytes->size;
+  Esys_Free(bytes);
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("tokens: tpm2 persistent-handle keys on swtpm (conformance)", "[tokens][tpm2]") {
@@ -408,14 +418,6 @@ TEST_CASE("tokens: tpm2 connection - a context left half-way by a broken command
   // operation on the connection failed. Made here with an asynchronous call whose answer is never read.
   test::Swtpm tpm;
   tokens::tpm2::Connection connection(tpm.tcti());
-  auto random_bytes = [](ESYS_CONTEXT* ctx) {
-    TPM2B_DIGEST* bytes = nullptr;
-    TSS2_RC rc = Esys_GetRandom(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8, &bytes);
-    if (rc != TSS2_RC_SUCCESS) tokens::tpm2::throw_rc(ErrorKind::Token, "Esys_GetRandom", rc);
-    size_t n = bytes->size;
-    Esys_Free(bytes);
-    return n;
-  };
   // Half-way: sent, never finished.
   auto leave_half_way = [&connection] {
     connection.run(
@@ -449,14 +451,6 @@ TEST_CASE("tokens: tpm2 connection - a signing run keeps the TPM for its thread 
   // and the thread itself goes on without waiting for itself. Outside a run nothing is kept.
   test::Swtpm tpm;
   tokens::tpm2::Connection connection(tpm.tcti());
-  auto random_bytes = [](ESYS_CONTEXT* ctx) {
-    TPM2B_DIGEST* bytes = nullptr;
-    TSS2_RC rc = Esys_GetRandom(ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, 8, &bytes);
-    if (rc != TSS2_RC_SUCCESS) tokens::tpm2::throw_rc(ErrorKind::Token, "Esys_GetRandom", rc);
-    size_t n = bytes->size;
-    Esys_Free(bytes);
-    return n;
-  };
   std::atomic<int> other_state{0};  // 1: started its operation, 2: finished it
   std::atomic<bool> run_ended{false};
   bool other_finished_after_the_run = false;

@@ -7,12 +7,12 @@
 
 #include "core/base/csr_der.h"
 #include "core/base/ossl.h"
+#include "core/k8s_csr.h"
+#include "core/x509.h"
 
 #include <openssl/err.h>
 
 #include <string>
-#include "core/k8s_csr.h"
-#include "core/x509.h"
 
 using namespace hwca::core;
 
