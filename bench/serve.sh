@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench section 5: hwca serve (CA key in SoftHSM2, or with --tpm in a TPM 2.0 simulator, ledger on)
 # against cfssl serve (CA key of the same algorithm in a file, no database), both answering authsign
-# from 2 concurrent clients on keep-alive connections (bench/serve_load.py). hwca is measured with
-# --workers 1 and --workers 2.
+# from 1 client and from 2 concurrent clients on keep-alive connections (bench/serve_load.py). hwca is
+# measured with --workers 2 (1 and 2 clients) and --workers 1 (2 clients).
 #
 #   bench/serve.sh HWCA-BINARY [--quick] [--tpm] [--algo rsa-2048|ecdsa-p256]
 #
@@ -11,8 +11,9 @@
 # one command at a time, so 2 workers cannot sign faster than 1 there; both are measured anyway.
 #
 # Prints one JSON line: {"section":5,"name":...,"hwca_per_second":..,"hwca_1_worker_per_second":..,
-# "cfssl_per_second":..,"ratio":hwca/cfssl,"workers_ratio":2 workers/1 worker}. Loopback only; every
-# process it starts is stopped by PID.
+# "cfssl_per_second":..,"ratio":hwca/cfssl,"workers_ratio":2 workers/1 worker, "hwca_1_client_per_second":..,
+# "cfssl_1_client_per_second":..,"ratio_1_client":..} (without "1_client": 2 clients). Loopback only;
+# every process it starts is stopped by PID.
 set -euo pipefail
 HWCA=${1:?usage: bench/serve.sh HWCA-BINARY [--quick] [--tpm] [--algo rsa-2048|ecdsa-p256]}
 HWCA=$(readlink -f "$HWCA")
@@ -110,19 +111,23 @@ wait_healthy() {  # PORT PID PATH
   done
   echo "bench/serve.sh: server did not come up" >&2; exit 1
 }
-# run_clients PORT: 2 clients x PER_CLIENT authsign requests; prints certificates per second overall.
+# run_clients PORT CLIENTS: CLIENTS concurrent clients x PER_CLIENT authsign requests each; prints
+# certificates per second overall.
 run_clients() {
-  local port=$1 t0 t1 c1 c2
-  rm -f out.* serials.*
+  local port=$1 clients=$2 t0 t1 c
+  local cpids=()
+  rm -f out.* serials.* r.*.json
   t0=$(date +%s.%N)
-  python3 "$LOAD" load --url "http://127.0.0.1:$port" --key "$KEY_HEX" --profile default --csr-dir csrs \
-    --count "$PER_CLIENT" --out out.1 --serials serials.1 > r1.json & c1=$!
-  python3 "$LOAD" load --url "http://127.0.0.1:$port" --key "$KEY_HEX" --profile default --csr-dir csrs \
-    --count "$PER_CLIENT" --out out.2 --serials serials.2 > r2.json & c2=$!
-  wait $c1 || { echo "bench/serve.sh: client failed: $(cat r1.json)" >&2; exit 1; }
-  wait $c2 || { echo "bench/serve.sh: client failed: $(cat r2.json)" >&2; exit 1; }
+  for c in $(seq 1 "$clients"); do
+    python3 "$LOAD" load --url "http://127.0.0.1:$port" --key "$KEY_HEX" --profile default --csr-dir csrs \
+      --count "$PER_CLIENT" --out "out.$c" --serials "serials.$c" > "r.$c.json" &
+    cpids+=($!)
+  done
+  for c in $(seq 1 "$clients"); do
+    wait "${cpids[$((c - 1))]}" || { echo "bench/serve.sh: client failed: $(cat "r.$c.json")" >&2; exit 1; }
+  done
   t1=$(date +%s.%N)
-  awk -v n=$((2 * PER_CLIENT)) -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }'
+  awk -v n=$((clients * PER_CLIENT)) -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }'
 }
 stop() {  # PID
   kill -TERM "$1"; wait "$1" 2>/dev/null || true
@@ -135,7 +140,8 @@ for workers in 1 2; do
   "$HWCA" serve -ca hwca-ca.pem -ca-key "$KEY" -config config.json -port "$port" --workers $workers 2> "hwca-$workers.log" &
   pid=$!; pids+=($pid)
   wait_healthy "$port" $pid /healthz
-  hwca[$workers]=$(run_clients "$port")
+  hwca[$workers]=$(run_clients "$port" 2)
+  [ $workers = 2 ] && hwca_one_client=$(run_clients "$port" 1)
   stop $pid
 done
 
@@ -143,9 +149,11 @@ port=$(free_port)
 cfssl serve -ca cfssl-ca.pem -ca-key cfssl-ca-key.pem -config config.json -address 127.0.0.1 -port "$port" 2> cfssl.log &
 pid=$!; pids+=($pid)
 wait_healthy "$port" $pid /api/v1/cfssl/info POST
-cfssl_rate=$(run_clients "$port")
+cfssl_rate=$(run_clients "$port" 2)
+cfssl_one_client=$(run_clients "$port" 1)
 stop $pid
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "null"; else printf "%.3f", a / b }'; }
-printf '{"section":5,"name":"hwca serve (CA key in %s) / cfssl serve, %s CA, 2 clients","ca_key":"%s","algo":"%s","requests":%d,"hwca_per_second":%s,"hwca_1_worker_per_second":%s,"cfssl_per_second":%s,"ratio":%s,"workers_ratio":%s}\n' \
-  "$WHERE" "$ALGO" "$WHERE" "$ALGO" $((2 * PER_CLIENT)) "${hwca[2]}" "${hwca[1]}" "$cfssl_rate" "$(ratio "${hwca[2]}" "$cfssl_rate")" "$(ratio "${hwca[2]}" "${hwca[1]}")"
+printf '{"section":5,"name":"hwca serve (CA key in %s) / cfssl serve, %s CA, 2 clients","ca_key":"%s","algo":"%s","requests":%d,"hwca_per_second":%s,"hwca_1_worker_per_second":%s,"cfssl_per_second":%s,"ratio":%s,"workers_ratio":%s,"hwca_1_client_per_second":%s,"cfssl_1_client_per_second":%s,"ratio_1_client":%s}\n' \
+  "$WHERE" "$ALGO" "$WHERE" "$ALGO" $((2 * PER_CLIENT)) "${hwca[2]}" "${hwca[1]}" "$cfssl_rate" "$(ratio "${hwca[2]}" "$cfssl_rate")" "$(ratio "${hwca[2]}" "${hwca[1]}")" \
+  "$hwca_one_client" "$cfssl_one_client" "$(ratio "$hwca_one_client" "$cfssl_one_client")"
