@@ -745,9 +745,10 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   // A signing or ledger failure (a token gone, a full disk) stops the issuing: what was recorded until then
   // is still written (write_part skips what is not available), then the failure is thrown, so that a
   // failed run leaves no recorded certificate without its file.
-  // `failure` is the part's own; `key_helpers` caps the threads its key generation starts. The run's first
-  // failure, in time, is the one thrown in the end: with parts on several threads, a device that broke
-  // under one part can fail another part's next request with a consequence of the first error.
+  // `key_helpers` caps the threads a part's key generation starts. A part stops issuing at its own first
+  // failure; the run's first failure, in time, is the one thrown in the end: with parts on several
+  // threads, a device that broke under one part can fail another part's next request with a consequence
+  // of the first error.
   std::mutex first_failure_mutex;
   std::exception_ptr first_failure;
   std::atomic<bool> stop{false};
@@ -756,7 +757,8 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     if (!first_failure) first_failure = e;
     stop = true;
   };
-  auto issue_leaves = [&](std::vector<Leaf>& leaves, PartOut& po, std::exception_ptr& failure, size_t key_helpers) {
+  auto issue_leaves = [&](std::vector<Leaf>& leaves, PartOut& po, size_t key_helpers) {
+    bool failed = false;
     std::vector<Leaf*> todo;
     for (auto& l : leaves)
       if (l.issue && l.new_key) todo.push_back(&l);
@@ -773,11 +775,11 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     }
     for (size_t i = 0; i < todo.size(); ++i) todo[i]->key = std::move(ready[i]);
     for (CaRole role : {CaRole::Kubernetes, CaRole::Etcd, CaRole::FrontProxy}) {
-      if (failure) break;
+      if (failed) break;
       std::vector<Leaf*> batch;
       for (auto& l : leaves)
         if (l.issue && l.spec->ca == role) batch.push_back(&l);
-      for (size_t from = 0; from < batch.size() && !failure; from += kMaxBatch) {
+      for (size_t from = 0; from < batch.size() && !failed; from += kMaxBatch) {
         size_t to = std::min(batch.size(), from + kMaxBatch);
         std::vector<Profile> profiles;
         std::vector<IssueRequest> reqs;
@@ -808,8 +810,8 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
         try {
           certs = issuers.at(role)->issue_batch(ptrs);
         } catch (...) {
-          failure = std::current_exception();
-          note_failure(failure);
+          failed = true;
+          note_failure(std::current_exception());
           break;
         }
         for (size_t i = from; i < to; ++i) {
@@ -958,11 +960,10 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   };
 
   // Part 0: the cluster-wide leaves, the control-plane and etcd nodes, the top level.
-  std::exception_ptr failure;
   PartOut po0;
   std::vector<Leaf> base_leaves = examine(plan);
   for (const auto& l : base_leaves) mark_orphans(l.path, l.disk, po0);
-  issue_leaves(base_leaves, po0, failure, SIZE_MAX);
+  issue_leaves(base_leaves, po0, SIZE_MAX);
   for (const auto& l : base_leaves)
     if (l.spec->node.empty()) shared[l.spec->id] = &l;
 
@@ -977,7 +978,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
   }
   write_part(plan, base_leaves, true, po0);
   flush(po0);
-  if (failure) std::rethrow_exception(first_failure);
+  if (first_failure) std::rethrow_exception(first_failure);
 
   // Parts 1..: the worker-only nodes, kWorkersPerPart at a time, a part per core (and one more) at once:
   // a part's token signatures, ledger commit and file-system work overlap another's. Each part still records its
@@ -995,12 +996,11 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     auto run_parts = [&] {
       for (size_t i = next_part++; i < n_parts && !stop; i = next_part++) {
         PartOut po;
-        std::exception_ptr part_failure;
         try {
           const Plan p = parts.make(i + 1);
           std::vector<Leaf> leaves = examine(p);
           for (const auto& l : leaves) mark_orphans(l.path, l.disk, po);
-          issue_leaves(leaves, po, part_failure, threads > 1 ? 0 : SIZE_MAX);
+          issue_leaves(leaves, po, threads > 1 ? 0 : SIZE_MAX);
           write_part(p, leaves, false, po);
         } catch (...) {
           note_failure(std::current_exception());
