@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -125,6 +126,7 @@ class Registry {
  private:
   std::vector<std::pair<std::string, Factory>> m_factories;
   std::vector<std::pair<std::string, std::unique_ptr<KeyBackend>>> m_backends;  // creation order
+  std::mutex m_mutex;  // guards m_backends
 };
 
 }  // namespace hwca::tokens
