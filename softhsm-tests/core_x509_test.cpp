@@ -2,9 +2,11 @@
 #include "core_helpers.h"
 
 #include "core/base/csr_der.h"
+#include "core/base/ec_key_der.h"
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/sha.h>
 
 #include <set>
@@ -646,4 +648,95 @@ TEST_CASE("d2i_csr agrees with d2i_X509_REQ on damaged and trailing bytes", "[co
   // Both kinds of outcome were exercised: requests read by d2i_csr itself, and requests refused.
   CHECK(own > 100);
   CHECK(refused > 100);
+}
+
+namespace {
+
+// What OpenSSL's own traditional writer makes of the key.
+std::string openssl_traditional_pem(EVP_PKEY* key) {
+  hwca::BIO_ptr bio(BIO_new(BIO_s_mem()));
+  REQUIRE(bio);
+  REQUIRE(PEM_write_bio_PrivateKey_traditional(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1);
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(len));
+}
+
+}  // namespace
+
+TEST_CASE("private_key_to_traditional_pem writes EC keys byte for byte as OpenSSL's traditional writer does", "[core][x509]") {
+  auto same = [](EVP_PKEY* key, bool own_writer) {
+    std::optional<std::string> der = hwca::ec_private_key_der(key);
+    CHECK(der.has_value() == own_writer);
+    const std::string ours = hwca::private_key_to_traditional_pem(key);
+    CHECK(ours == openssl_traditional_pem(key));
+    hwca::EVP_PKEY_ptr back = hwca::private_key_from_pem(ours, "key");
+    CHECK(EVP_PKEY_eq(back.get(), key) == 1);
+    return der.value_or("");
+  };
+  // Many keys per named curve: the scalar is padded to the order's length (P-521: 66 bytes, whose first
+  // holds one bit), and the public point's last byte often ends in zero bits (a BIT STRING of whole bytes).
+  int padded = 0, even_last_byte = 0;
+  for (const char* curve : {"P-256", "P-384", "P-521", "secp256k1"}) {
+    INFO(curve);
+    for (int i = 0; i < 200; ++i) {
+      hwca::EVP_PKEY_ptr key(EVP_EC_gen(curve));
+      REQUIRE(key);
+      const std::string der = same(key.get(), true);
+      BIGNUM* d = nullptr;
+      REQUIRE(EVP_PKEY_get_bn_param(key.get(), OSSL_PKEY_PARAM_PRIV_KEY, &d) == 1);
+      if (BN_num_bytes(d) < (EVP_PKEY_get_bits(key.get()) + 7) / 8) ++padded;
+      BN_clear_free(d);
+      unsigned char last = 0;
+      size_t len = 0;
+      unsigned char point[200];
+      REQUIRE(EVP_PKEY_get_octet_string_param(key.get(), OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point, &len) == 1);
+      last = point[len - 1];
+      if ((last & 1) == 0) ++even_last_byte;
+    }
+  }
+  CHECK(padded > 50);  // P-521 alone gives about half
+  CHECK(even_last_byte > 100);
+  // A P-256 scalar with a leading zero byte (about 1 key in 256).
+  bool found = false;
+  for (int i = 0; i < 20000 && !found; ++i) {
+    hwca::EVP_PKEY_ptr key(EVP_EC_gen("P-256"));
+    BIGNUM* d = nullptr;
+    REQUIRE(EVP_PKEY_get_bn_param(key.get(), OSSL_PKEY_PARAM_PRIV_KEY, &d) == 1);
+    found = BN_num_bytes(d) < 32;
+    BN_clear_free(d);
+    if (found) same(key.get(), true);
+  }
+  CHECK(found);
+  // The keys hwca makes for leaves.
+  same(hwca::generate_software_key(KeySpec::parse("ecdsa-p256")).get(), true);
+  same(hwca::generate_software_key(KeySpec::parse("ecdsa-p384")).get(), true);
+  // A compressed point is written compressed.
+  {
+    hwca::EVP_PKEY_ptr key(EVP_EC_gen("P-256"));
+    REQUIRE(EVP_PKEY_set_utf8_string_param(key.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                           OSSL_PKEY_EC_POINT_CONVERSION_FORMAT_COMPRESSED) == 1);
+    hwca::EVP_PKEY_ptr uncompressed(EVP_EC_gen("P-256"));
+    CHECK(same(key.get(), true).size() + 32 == hwca::ec_private_key_der(uncompressed.get()).value_or("").size());
+  }
+  // Left to OpenSSL: explicit curve parameters, no public point, other key types.
+  {
+    hwca::EVP_PKEY_ptr key(EVP_EC_gen("P-256"));
+    REQUIRE(EVP_PKEY_set_utf8_string_param(key.get(), OSSL_PKEY_PARAM_EC_ENCODING, OSSL_PKEY_EC_ENCODING_EXPLICIT) == 1);
+    same(key.get(), false);
+  }
+  {
+    hwca::EVP_PKEY_ptr key(EVP_EC_gen("P-256"));
+    REQUIRE(EVP_PKEY_set_int_param(key.get(), OSSL_PKEY_PARAM_EC_INCLUDE_PUBLIC, 0) == 1);
+    same(key.get(), false);
+  }
+  same(hwca::generate_software_key(KeySpec::parse("rsa-2048")).get(), false);
+  {
+    hwca::EVP_PKEY_ptr full(EVP_EC_gen("P-256"));
+    const std::string spki = hwca::public_key_der(full.get());
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(spki.data());
+    hwca::EVP_PKEY_ptr pub(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+    REQUIRE(pub);
+    CHECK_FALSE(hwca::ec_private_key_der(pub.get()).has_value());
+  }
 }
