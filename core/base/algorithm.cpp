@@ -7,7 +7,6 @@
 #include <openssl/obj_mac.h>
 
 #include <charconv>
-#include <vector>
 
 namespace hwca {
 
@@ -101,24 +100,15 @@ EVP_PKEY_ptr generate_software_key(const KeySpec& spec) {
   } else {
     // From the curve's parameters as a key, made once per thread and curve: EVP_PKEY_Q_keygen builds
     // the curve from its name for every key (P-256 here: 20 us per key against 11 us).
-    struct Curve {
-      int bits;
-      EVP_PKEY_ptr params;
-    };
-    thread_local std::vector<Curve> curves;
-    const EVP_PKEY* params = nullptr;
-    for (const auto& c : curves)
-      if (c.bits == spec.bits) params = c.params.get();
-    if (!params) {
+    const EVP_PKEY* params = per_thread_key(spec.bits, [&spec]() -> EVP_PKEY_ptr {
       const char* group = spec.bits == 256 ? "P-256" : spec.bits == 384 ? "P-384" : "P-521";
       EVP_PKEY_CTX_ptr pctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
       EVP_PKEY* made = nullptr;
       if (!pctx || EVP_PKEY_paramgen_init(pctx.get()) != 1 || EVP_PKEY_CTX_set_group_name(pctx.get(), group) != 1 ||
           EVP_PKEY_paramgen(pctx.get(), &made) != 1)
         throw_openssl(ErrorKind::Internal, "setting up " + spec.name() + " key generation");
-      curves.push_back({spec.bits, EVP_PKEY_ptr(made)});
-      params = made;
-    }
+      return EVP_PKEY_ptr(made);
+    });
     EVP_PKEY_CTX_ptr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, const_cast<EVP_PKEY*>(params), nullptr));
     if (ctx && EVP_PKEY_keygen_init(ctx.get()) == 1 && EVP_PKEY_keygen(ctx.get(), &raw) != 1) raw = nullptr;
   }

@@ -91,15 +91,7 @@ X509_REQ_ptr rebuild(Request& parts) {
 EVP_PKEY_ptr ec_public_key_from_point(int curve_nid, const unsigned char* point, long point_len) {
   if (curve_nid == NID_undef || point_len <= 0) return nullptr;
   // The curve's parameters as a key with the built-in method, made once per thread and curve.
-  struct CurveParams {
-    int nid;
-    EVP_PKEY_ptr params;
-  };
-  thread_local std::vector<CurveParams> cache;
-  const EVP_PKEY* params = nullptr;
-  for (const auto& c : cache)
-    if (c.nid == curve_nid) params = c.params.get();
-  if (!params) {
+  const EVP_PKEY* params = per_thread_key(curve_nid, [curve_nid]() -> EVP_PKEY_ptr {
     const ASN1_OBJECT* curve = OBJ_nid2obj(curve_nid);
     unsigned char* der = nullptr;
     int der_len = curve ? i2d_ASN1_OBJECT(curve, &der) : 0;  // ECParameters: the namedCurve choice
@@ -107,10 +99,9 @@ EVP_PKEY_ptr ec_public_key_from_point(int curve_nid, const unsigned char* point,
     const unsigned char* p = der;
     EVP_PKEY_ptr made(d2i_KeyParams(EVP_PKEY_EC, nullptr, &p, der_len));
     OPENSSL_free(der);
-    if (!made) return nullptr;
-    params = made.get();
-    cache.push_back({curve_nid, std::move(made)});
-  }
+    return made;
+  });
+  if (!params) return nullptr;
   EVP_PKEY_ptr key(EVP_PKEY_new());
   EVP_PKEY* out = key.get();
   if (!out || EVP_PKEY_copy_parameters(out, params) != 1 || d2i_PublicKey(EVP_PKEY_EC, &out, &point, point_len) == nullptr)

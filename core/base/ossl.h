@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace hwca {
@@ -48,6 +49,20 @@ using STACK_OF_X509_EXTENSION_ptr =
 
 // A shared reference to an EVP_PKEY (EVP_PKEY_up_ref).
 EVP_PKEY_ptr share(EVP_PKEY* key);
+
+// A key made once per thread and `id` (a curve's NID or size) by `make`, kept until the thread ends; null
+// when `make` returns null (then nothing is kept). Each call site (each `Make` type) has a cache of its
+// own. For EC curve parameters: building the curve is the costly part of making a key from its name.
+template <typename Make>
+const EVP_PKEY* per_thread_key(int id, Make&& make) {
+  thread_local std::vector<std::pair<int, EVP_PKEY_ptr>> cache;
+  for (const auto& [cached_id, key] : cache)
+    if (cached_id == id) return key.get();
+  EVP_PKEY_ptr made = make();
+  if (!made) return nullptr;
+  cache.emplace_back(id, std::move(made));
+  return cache.back().second.get();
+}
 
 // PEM <-> objects. Parsing failures throw Error(BadInput) naming `what` (a file name or "CSR").
 X509_ptr x509_from_pem(std::string_view pem, const std::string& what);
