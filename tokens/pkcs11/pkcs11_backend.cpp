@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -710,13 +711,16 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
     Claim() = default;
     Claim(Pkcs11Backend& backend, const Target& t, const std::string& id) : m_backend(&backend) {
       std::lock_guard lock(backend.m_claims_mutex);
-      const std::string token = t.module->path() + "\n" + std::to_string(t.token.slot) + "\n";
+      // The module instance (one per module file, see acquire_module) and the slot name the token.
+      const std::string token =
+          std::to_string(reinterpret_cast<std::uintptr_t>(t.module.get())) + "\n" + std::to_string(t.token.slot) + "\n";
       if (t.uri.object) m_names.push_back(token + "label\n" + *t.uri.object);
       m_names.push_back(token + "id\n" + id);
-      for (const auto& name : m_names)
-        if (backend.m_claims.count(name)) {
+      for (size_t i = 0; i < m_names.size(); ++i)
+        if (backend.m_claims.count(m_names[i])) {
           m_backend = nullptr;
-          throw Error(ErrorKind::Conflict, "a key " + (t.uri.object ? "labelled '" + *t.uri.object + "'" : "with id=" + to_hex(id)) +
+          const bool label = t.uri.object && i == 0;
+          throw Error(ErrorKind::Conflict, "a key " + (label ? "labelled '" + *t.uri.object + "'" : "with id=" + to_hex(id)) +
                                                " is being generated on " + t.where() + " by this process; hwca never overwrites keys");
         }
       backend.m_claims.insert(m_names.begin(), m_names.end());
@@ -742,7 +746,7 @@ class Pkcs11Backend final : public KeyBackend, public KeyImporter, public TokenI
   std::mutex m_mutex;
   std::map<std::string, std::shared_ptr<Module>> m_modules;
   std::mutex m_claims_mutex;
-  std::set<std::string> m_claims;  // module path, slot, "label"/"id", value
+  std::set<std::string> m_claims;  // module instance, slot, "label"/"id", value
 };
 
 }  // namespace
