@@ -618,24 +618,13 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     prefetch.emplace(spec.leaf_key, certain);
   }
 
-  // 1. The three CAs: kept when their certificate and device key match; never re-keyed. Every CA is examined
-  // first, in order, before any key is made; then the keys of the CAs without a certificate are opened or
-  // generated, those to generate at the same time (a device spends its time writing each new key pair to its
-  // store: SoftHSM2 about 8 ms per P-256 pair, RSA far longer); then their certificates are issued, in order.
+  // 1. The three CAs: kept when their certificate and device key match; never re-keyed.
   std::map<CaRole, CaState> cas;
-  struct NewCa {
-    CaRole role;
-    std::string uri, field;
-    bool key_found = false;  // in the device already: opened, not generated
-    std::unique_ptr<CaKey> key;
-    std::exception_ptr failure;
-  };
-  std::vector<NewCa> new_cas;
-  auto at = [&](const std::string& field, const Error& e) { return Error(e.kind(), spec.where(field) + ": " + e.what()); };
   for (CaRole role : {CaRole::Kubernetes, CaRole::Etcd, CaRole::FrontProxy}) {
     const CertSpec& c = plan.ca(role);
     const std::string uri = spec.ca_key(role);
     const std::string field = "cas." + std::string(ca_role_name(role)) + ".key";
+    auto at = [&](const Error& e) { return Error(e.kind(), spec.where(field) + ": " + e.what()); };
     CaState st;
     std::optional<std::string> pem = try_read(path_of(out, c.primary_path()));
     if (only && !needed.count(role) && !pem) continue;  // init --only: a CA nothing selected needs is not made
@@ -643,107 +632,61 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
     try {
       have_key = keys.exists(uri);
     } catch (const Error& e) {
-      throw at(field, e);
+      throw at(e);
     }
-    if (!pem) {
+    if (pem) {
+      st.cert = x509_from_pem(*pem, c.primary_path());
+      mark_orphans_now(c.primary_path(), OnDisk::holds(serial_hex(X509_get0_serialNumber(st.cert.get()))));
+      if (!have_key)
+        throw Error(ErrorKind::Conflict, c.primary_path() + " exists but its key " + strip_query(uri) +
+                                             " does not: hwca never re-keys a CA (restore the token, or move " + out +
+                                             " away to start a new cluster)");
+      try {
+        st.key = keys.open(uri);
+      } catch (const Error& e) {
+        throw at(e);
+      }
+      try {
+        check_key_matches_cert(st.cert.get(), st.key->public_key());
+      } catch (const Error&) {
+        throw Error(ErrorKind::Conflict, c.primary_path() + " does not belong to the key " + strip_query(uri) +
+                                             ": hwca never re-keys a CA (point " + field + " at the CA's key, or move " +
+                                             out + " away to start a new cluster)");
+      }
+      st.pem = *pem;
+      ++result.kept;
+    } else {
       if (opt.renew)
         throw Error(ErrorKind::NotFound, c.primary_path() + " is missing: run `hwca k8s init` first (renew never makes a CA)");
       mark_orphans_now(c.primary_path(), OnDisk::missing());
-      new_cas.push_back(NewCa{role, uri, field, have_key, nullptr, nullptr});
-      continue;
-    }
-    st.cert = x509_from_pem(*pem, c.primary_path());
-    mark_orphans_now(c.primary_path(), OnDisk::holds(serial_hex(X509_get0_serialNumber(st.cert.get()))));
-    if (!have_key)
-      throw Error(ErrorKind::Conflict, c.primary_path() + " exists but its key " + strip_query(uri) +
-                                           " does not: hwca never re-keys a CA (restore the token, or move " + out +
-                                           " away to start a new cluster)");
-    try {
-      st.key = keys.open(uri);
-    } catch (const Error& e) {
-      throw at(field, e);
-    }
-    try {
-      check_key_matches_cert(st.cert.get(), st.key->public_key());
-    } catch (const Error&) {
-      throw Error(ErrorKind::Conflict, c.primary_path() + " does not belong to the key " + strip_query(uri) +
-                                           ": hwca never re-keys a CA (point " + field + " at the CA's key, or move " +
-                                           out + " away to start a new cluster)");
-    }
-    st.pem = *pem;
-    ++result.kept;
-    cas[role] = std::move(st);
-  }
-  // The keys. Two CAs may name the same key: the generation that loses the race is refused (Conflict), and
-  // that CA then opens the key the other made, as it would have one after the other. A key made for a CA
-  // whose neighbour failed stays in the device; the next run finds it ("key found in the device").
-  auto obtain = [&](NewCa& n) {
-    try {
-      if (n.key_found || (n.failure && keys.exists(n.uri))) {
-        n.key_found = true;
-        n.key = keys.open(n.uri);
-      } else {
-        n.key = keys.generate(n.uri, spec.ca_key_spec);
-      }
-      n.failure = nullptr;
-    } catch (...) {
-      n.failure = std::current_exception();
-    }
-  };
-  auto conflict = [](const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const Error& err) {
-      return err.kind() == ErrorKind::Conflict;
-    } catch (...) {
-      return false;
-    }
-  };
-  if (std::count_if(new_cas.begin(), new_cas.end(), [](const NewCa& n) { return !n.key_found; }) > 1) {
-    std::vector<std::thread> threads;
-    for (auto& n : new_cas) {
-      if (n.key_found) continue;
+      std::string why;
       try {
-        threads.emplace_back(obtain, std::ref(n));
-      } catch (const std::system_error&) {
-        obtain(n);  // no thread to be had: here
-      }
-    }
-    for (auto& thread : threads) thread.join();
-    for (auto& n : new_cas)
-      if (n.failure && conflict(n.failure)) obtain(n);  // once more, alone: open what the other made
-  }
-  for (auto& n : new_cas) {
-    if (!n.key && !n.failure) obtain(n);
-    if (n.failure) {
-      try {
-        std::rethrow_exception(n.failure);
+        if (have_key) {
+          st.key = keys.open(uri);
+          why = "certificate missing; key found in the device";
+        } else {
+          st.key = keys.generate(uri, spec.ca_key_spec);
+          why = "new " + spec.ca_key_spec.name() + " key generated in the device";
+        }
       } catch (const Error& e) {
-        throw at(n.field, e);
+        throw at(e);
       }
+      Profile profile = c.profile();
+      IssueRequest req;
+      req.subject = c.subject();
+      req.sans = c.sans;
+      req.public_key = st.key->public_key();
+      req.profile = &profile;
+      req.requester = opt.requester;
+      req.request_id = request_id(c.primary_path());
+      req.authority_key_id_on_self_signed = false;  // Go's x509 leaves AKI out of a self-signed certificate
+      Issuer issuer(nullptr, st.key->pkey(), ledger);
+      st.cert = issuer.issue(req);
+      st.pem = x509_to_pem(st.cert.get());
+      ++result.issued;
+      say("issued " + c.name + " (" + c.primary_path() + ", key " + strip_query(uri) + "): " + why);
     }
-  }
-  for (auto& n : new_cas) {
-    const CertSpec& c = plan.ca(n.role);
-    CaState st;
-    st.key = std::move(n.key);
-    Profile profile = c.profile();
-    IssueRequest req;
-    req.subject = c.subject();
-    req.sans = c.sans;
-    req.public_key = st.key->public_key();
-    req.profile = &profile;
-    req.requester = opt.requester;
-    req.request_id = request_id(c.primary_path());
-    req.authority_key_id_on_self_signed = false;  // Go's x509 leaves AKI out of a self-signed certificate
-    Issuer issuer(nullptr, st.key->pkey(), ledger);
-    st.cert = issuer.issue(req);
-    st.pem = x509_to_pem(st.cert.get());
-    ++result.issued;
-    say("issued " + c.name + " (" + c.primary_path() + ", key " + strip_query(n.uri) + "): " +
-        (n.key_found ? "certificate missing; key found in the device"
-                     : "new " + spec.ca_key_spec.name() + " key generated in the device"));
-    cas[n.role] = std::move(st);
+    cas[role] = std::move(st);
   }
 
   // 2. Leaves of one part: what is on disk, and whether it can stay (renew refuses here).

@@ -31,9 +31,7 @@ class KeySource {
   // True when the key exists; Error (NotFound for a missing token, ...) when it cannot tell.
   virtual bool exists(const std::string& uri) = 0;
   virtual std::unique_ptr<CaKey> open(const std::string& uri) = 0;
-  // Generates the key inside the device; Error(Conflict) when the URI's key exists. init_cluster calls it
-  // from several threads at once, for the CAs that need a key (their URIs may name one key: then one call
-  // makes it and the others are refused with Conflict).
+  // Generates the key inside the device.
   virtual std::unique_ptr<CaKey> generate(const std::string& uri, const KeySpec& spec) = 0;
 };
 

@@ -490,60 +490,6 @@ TEST_CASE_METHOD(LayoutRun, "k8s layout: init --only issues just the named certi
   CHECK(ledger->list().size() == make_plan(s).certs.size());
 }
 
-TEST_CASE_METHOD(LayoutRun, "k8s layout: CA keys are made at the same time, and CAs that name one key share it") {
-  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
-  s.front_proxy_ca_key = s.kubernetes_ca_key;  // one key for two CAs: made once, then opened
-  InitResult r = init_cluster(s, keys, *ledger, opt);
-  CHECK(keys.generated == 2);
-  CHECK(keys.keys.size() == 2);
-  auto ca = hwca::x509_from_pem(hwca::read_file(opt.out + "/pki/ca.crt"), "ca");
-  auto fp = hwca::x509_from_pem(hwca::read_file(opt.out + "/pki/front-proxy-ca.crt"), "front-proxy-ca");
-  auto etcd = hwca::x509_from_pem(hwca::read_file(opt.out + "/pki/etcd/ca.crt"), "etcd-ca");
-  CHECK(hwca::same_public_key(X509_get0_pubkey(ca.get()), X509_get0_pubkey(fp.get())));
-  CHECK(!hwca::same_public_key(X509_get0_pubkey(ca.get()), X509_get0_pubkey(etcd.get())));
-  CHECK(name_to_string(X509_get_subject_name(fp.get())) == "CN=front-proxy-ca");
-  // One of the two made the key, the other found it (which one is a race); etcd's was made.
-  auto line_of = [&](const std::string& prefix) {
-    for (const auto& l : lines)
-      if (l.rfind(prefix, 0) == 0) return l;
-    return std::string("(no line)");
-  };
-  const std::string made = "new ecdsa-p256 key generated in the device", found = "certificate missing; key found in the device";
-  const std::string l_ca = line_of("issued ca "), l_fp = line_of("issued front-proxy-ca "), l_etcd = line_of("issued etcd-ca ");
-  CHECK(l_etcd.find(made) != std::string::npos);
-  CHECK(((l_ca.find(made) != std::string::npos && l_fp.find(found) != std::string::npos) ||
-         (l_ca.find(found) != std::string::npos && l_fp.find(made) != std::string::npos)));
-  CHECK(r.issued == static_cast<int>(make_plan(s).certs.size()));
-  CHECK(ledger->list().size() == static_cast<size_t>(r.issued));
-  auto client = hwca::x509_from_pem(hwca::read_file(opt.out + "/pki/front-proxy-client.crt"), "front-proxy-client");
-  CHECK(X509_verify(client.get(), X509_get0_pubkey(fp.get())) == 1);
-}
-
-TEST_CASE_METHOD(LayoutRun, "k8s layout: a CA key that cannot be made stops the run before any certificate, and the keys made beside it are used next time") {
-  ClusterSpec s = ClusterSpec::parse(seed_yaml(), "seed.yaml");
-  keys.fail_generate = s.etcd_ca_key;
-  Error e = error_of([&] { init_cluster(s, keys, *ledger, opt); });
-  CHECK(e.kind() == ErrorKind::Token);
-  CHECK_THAT(e.what(), Catch::Matchers::StartsWith("seed.yaml:"));
-  CHECK_THAT(e.what(), Catch::Matchers::Contains("cas.etcd-ca.key: C_GenerateKeyPair: CKR_DEVICE_REMOVED"));
-  // The other two keys were being made at the same time: they are in the device, and nothing was issued.
-  CHECK(keys.keys.count(s.kubernetes_ca_key) == 1);
-  CHECK(keys.keys.count(s.front_proxy_ca_key) == 1);
-  CHECK(keys.keys.count(s.etcd_ca_key) == 0);
-  CHECK(!std::filesystem::exists(opt.out + "/pki/ca.crt"));
-  CHECK(ledger->list().empty());
-
-  // The device is back: the next run uses the two keys and makes the third.
-  keys.fail_generate.clear();
-  lines.clear();
-  InitResult r = init_cluster(s, keys, *ledger, opt);
-  CHECK(keys.generated == 3);
-  CHECK(r.issued == static_cast<int>(make_plan(s).certs.size()));
-  CHECK_THAT(lines.at(0), Catch::Matchers::StartsWith("issued ca (pki/ca.crt, key pkcs11:token=t;object=kubernetes-ca): certificate missing; key found in the device"));
-  CHECK_THAT(lines.at(1), Catch::Matchers::StartsWith("issued etcd-ca (pki/etcd/ca.crt, key pkcs11:token=t;object=etcd-ca): new ecdsa-p256 key generated in the device"));
-  CHECK_THAT(lines.at(2), Catch::Matchers::StartsWith("issued front-proxy-ca (pki/front-proxy-ca.crt, key pkcs11:token=t;object=front-proxy-ca): certificate missing; key found in the device"));
-}
-
 TEST_CASE("k8s: a rendered kubeconfig is byte for byte what yaml-cpp emits, whatever the names",
           "[core][k8s][kubeconfig]") {
   // render_kubeconfig fills a cached document's placeholders; every name below must give exactly the

@@ -10,7 +10,6 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,31 +29,15 @@ class SoftKeys final : public core::k8s::KeySource {
  public:
   std::map<std::string, hwca::EVP_PKEY_ptr> keys;
   int generated = 0;
-  std::vector<std::string> generated_uris;  // in the order generate() was called
-  std::string fail_generate;                // generate() of this URI throws Error(Token), as a device gone
-  bool exists(const std::string& uri) override {
-    std::lock_guard lock(m_mutex);
-    return keys.count(uri) > 0;
-  }
+  bool exists(const std::string& uri) override { return keys.count(uri) > 0; }
   std::unique_ptr<core::k8s::CaKey> open(const std::string& uri) override {
-    std::lock_guard lock(m_mutex);
     return std::make_unique<SoftKey>(keys.at(uri).get());
   }
-  // Called from several threads at once (init_cluster makes its CA keys in parallel). A URI that has a
-  // key is refused, as a device refuses a label it holds.
   std::unique_ptr<core::k8s::CaKey> generate(const std::string& uri, const hwca::KeySpec& spec) override {
-    if (uri == fail_generate) throw hwca::Error(hwca::ErrorKind::Token, "C_GenerateKeyPair: CKR_DEVICE_REMOVED");
-    hwca::EVP_PKEY_ptr key = hwca::generate_software_key(spec);
-    std::lock_guard lock(m_mutex);
-    if (keys.count(uri)) throw hwca::Error(hwca::ErrorKind::Conflict, "a key named " + uri + " already exists");
-    keys[uri] = std::move(key);
+    keys[uri] = hwca::generate_software_key(spec);
     ++generated;
-    generated_uris.push_back(uri);
-    return std::make_unique<SoftKey>(keys.at(uri).get());
+    return open(uri);
   }
-
- private:
-  std::mutex m_mutex;
 };
 
 // A temporary folder with a ledger, software CA keys, and init options writing to <tmp>/out; every

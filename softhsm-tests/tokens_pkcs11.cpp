@@ -8,12 +8,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <cstdlib>
 #include <fstream>
-#include <mutex>
-#include <thread>
-#include <vector>
 
 using namespace hwca;
 using namespace hwca::tokens;
@@ -137,76 +133,6 @@ TEST_CASE("tokens: pkcs11 generate never overwrites a key", "[tokens][pkcs11]") 
   const std::string no_object = token.token_uri();
   Error e3 = error_of([&] { backend.generate(no_object, GenerateOptions{KeySpec::parse("ecdsa-p256")}); });
   CHECK(e3.kind() == ErrorKind::BadInput);
-}
-
-TEST_CASE("tokens: pkcs11 keys generated on several threads at once are whole, and one label is made once",
-          "[tokens][pkcs11]") {
-  test::SoftHsmToken token("threads-token");
-  auto registry = Registry::with_builtin_backends();
-  KeyBackend& backend = registry->backend_for(token.uri("k"));
-  // Rounds of keys under different labels, each round's generations at the same time. A token shows a new
-  // object before all its attributes are set; libp11 must not have listed it then (its key list would keep
-  // the object without label and id, and the key could not be found).
-  for (int round = 0; round < 4; ++round) {
-    const std::vector<std::string> algos = {"ecdsa-p256", "ecdsa-p384", "ecdsa-p256", "rsa-2048"};
-    std::vector<std::unique_ptr<Signer>> made(algos.size());
-    std::vector<std::string> failures(algos.size());
-    std::vector<std::thread> threads;
-    for (size_t i = 0; i < algos.size(); ++i)
-      threads.emplace_back([&, i] {
-        try {
-          made[i] = backend.generate(token.uri("k" + std::to_string(round) + "-" + std::to_string(i)),
-                                     GenerateOptions{KeySpec::parse(algos[i])});
-        } catch (const std::exception& e) {
-          failures[i] = e.what();
-        }
-      });
-    for (auto& t : threads) t.join();
-    for (size_t i = 0; i < algos.size(); ++i) {
-      INFO("round " << round << ", key " << i);
-      REQUIRE(failures[i].empty());
-      REQUIRE(made[i]);
-      CHECK(KeySpec::of(made[i]->public_key()).name() == algos[i]);
-      CHECK(signature_check(*made[i]) == "ok");
-      auto again = backend.open(token.uri("k" + std::to_string(round) + "-" + std::to_string(i)));
-      CHECK(public_key_der(again->public_key()) == public_key_der(made[i]->public_key()));
-      KeyDescription d = backend.describe(token.uri("k" + std::to_string(round) + "-" + std::to_string(i)));
-      CHECK(d.attribute("sensitive") == "true");
-      CHECK(d.attribute("extractable") == "false");
-    }
-  }
-
-  // One label asked for by four threads at once: one key pair is made, the others are refused.
-  std::atomic<int> made_count{0};
-  std::vector<std::string> refusals;
-  std::mutex refusals_mutex;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 4; ++i)
-    threads.emplace_back([&] {
-      try {
-        backend.generate(token.uri("same"), GenerateOptions{KeySpec::parse("ecdsa-p256")});
-        ++made_count;
-      } catch (const Error& e) {
-        std::lock_guard lock(refusals_mutex);
-        refusals.push_back(std::string(e.what()) + (e.kind() == ErrorKind::Conflict ? "" : " (not a Conflict)"));
-      }
-    });
-  for (auto& t : threads) t.join();
-  CHECK(made_count == 1);
-  REQUIRE(refusals.size() == 3);
-  for (const auto& r : refusals) {
-    INFO(r);
-    CHECK((r == "a key labelled 'same' already exists on token threads-token; hwca never overwrites keys" ||
-           r == "a key labelled 'same' is being generated on token threads-token by this process; hwca never overwrites keys"));
-  }
-  auto one = backend.open(token.uri("same"));  // exactly one key pair under the label: no "2 keys match"
-  CHECK(signature_check(*one) == "ok");
-  std::string listing;
-  REQUIRE(token.pkcs11_tool({"--list-objects", "--type", "pubkey"}, &listing) == 0);
-  size_t labelled = 0;
-  for (size_t at = listing.find("label:      same\n"); at != std::string::npos; at = listing.find("label:      same\n", at + 1))
-    ++labelled;
-  CHECK(labelled == 1);
 }
 
 TEST_CASE("tokens: pkcs11 open errors for no key or two keys with one label", "[tokens][pkcs11]") {

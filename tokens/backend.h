@@ -8,7 +8,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -126,7 +125,6 @@ class Registry {
  private:
   std::vector<std::pair<std::string, Factory>> m_factories;
   std::vector<std::pair<std::string, std::unique_ptr<KeyBackend>>> m_backends;  // creation order
-  std::mutex m_mutex;  // guards m_backends
 };
 
 }  // namespace hwca::tokens

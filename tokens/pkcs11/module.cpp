@@ -199,7 +199,6 @@ void Module::load_libp11() {
 EVP_PKEY_ptr Module::libp11_private_key(CK_SLOT_ID slot, const std::optional<std::string>& label,
                                         const std::string& id) {
   std::lock_guard lock(m_mutex);
-  std::unique_lock no_generation(m_generating);  // see generating()
   load_libp11();
   auto find_slot = [&]() -> PKCS11_SLOT* {
     for (auto it = m_slot_lists.rbegin(); it != m_slot_lists.rend(); ++it)

@@ -24,7 +24,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -55,10 +54,6 @@ class Module {
   CK_FUNCTION_LIST* fn() const { return m_fn; }
   // Guards our own sessions and libp11's slot list. Backend operations hold it; signing does not.
   std::recursive_mutex& mutex() { return m_mutex; }
-  // Held shared while a key pair is being generated (outside mutex(), on a session of its own). A token
-  // may show a new object before all its attributes are set (SoftHSM2 writes them one at a time), and
-  // libp11 keeps what it saw of a key: libp11_private_key lists keys only when no generation is under way.
-  std::shared_mutex& generating() { return m_generating; }
 
   // Every slot with a token present.
   std::vector<TokenInfo> tokens();
@@ -85,7 +80,6 @@ class Module {
   CK_FUNCTION_LIST* m_fn = nullptr;
   bool m_initialized = false;
   std::recursive_mutex m_mutex;
-  std::shared_mutex m_generating;
   std::map<CK_SLOT_ID, CK_SESSION_HANDLE> m_sessions;
   PKCS11_CTX* m_ctx = nullptr;
   std::vector<std::pair<PKCS11_SLOT*, unsigned int>> m_slot_lists;  // newest last
