@@ -128,7 +128,8 @@ X509_ptr Issuer::issue(const IssueRequest& request) {
   }
 }
 
-std::vector<X509_ptr> Issuer::issue_batch(const std::vector<const IssueRequest*>& requests) {
+std::vector<X509_ptr> Issuer::issue_batch(const std::vector<const IssueRequest*>& requests,
+                                          std::vector<std::string>* pems) {
   std::vector<CertTemplate> plans;
   plans.reserve(requests.size());
   for (const IssueRequest* r : requests) plans.push_back(plan(*r));
@@ -150,9 +151,11 @@ std::vector<X509_ptr> Issuer::issue_batch(const std::vector<const IssueRequest*>
       SigningRun run;
       for (auto& cert : certs) sign_certificate(cert.get(), m_ca_key);
     }
+    if (pems) pems->assign(requests.size(), std::string());
     for (size_t i = 0; i < requests.size(); ++i) {
       check_certificate_signature(certs[i].get(), m_ca_cert, requests[i]->public_key);
-      items.push_back({certs[i].get(), requests[i]->profile->name, requests[i]->requester, requests[i]->request_id});
+      items.push_back({certs[i].get(), requests[i]->profile->name, requests[i]->requester, requests[i]->request_id,
+                       pems ? &(*pems)[i] : nullptr});
     }
     try {
       m_ledger.record_batch(items);

@@ -39,8 +39,10 @@ class Issuer {
   X509_ptr issue(const IssueRequest& request);
 
   // Several certificates signed one after another and recorded in ONE ledger transaction (one fsync),
-  // all or nothing: none is returned unless all were recorded. For bulk work (a whole cluster).
-  std::vector<X509_ptr> issue_batch(const std::vector<const IssueRequest*>& requests);
+  // all or nothing: none is returned unless all were recorded. For bulk work (a whole cluster). When
+  // `pems` is given, it receives each certificate's PEM as the ledger recorded it (no second encoding).
+  std::vector<X509_ptr> issue_batch(const std::vector<const IssueRequest*>& requests,
+                                    std::vector<std::string>* pems = nullptr);
 
   // The template issue() would build (for tests and dry runs).
   CertTemplate plan(const IssueRequest& request) const;

@@ -807,8 +807,9 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
           ptrs.push_back(&reqs.back());
         }
         std::vector<X509_ptr> certs;
+        std::vector<std::string> pems;
         try {
-          certs = issuers.at(role)->issue_batch(ptrs);
+          certs = issuers.at(role)->issue_batch(ptrs, &pems);
         } catch (...) {
           failed = true;
           note_failure(std::current_exception());
@@ -816,7 +817,7 @@ InitResult init_cluster(const ClusterSpec& spec, KeySource& keys, Ledger& ledger
         }
         for (size_t i = from; i < to; ++i) {
           Leaf& l = *batch[i];
-          l.cert_pem = x509_to_pem(certs[i - from].get());
+          l.cert_pem = std::move(pems[i - from]);
           l.available = true;
           ++po.counts.issued;
         }

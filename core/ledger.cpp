@@ -5,6 +5,7 @@
 #include "core/x509.h"
 
 #include <nlohmann/json.hpp>
+#include <openssl/pem.h>
 #include <sqlite3.h>
 
 #include <cerrno>
@@ -392,7 +393,7 @@ std::unique_ptr<Ledger> SqliteLedger::open(const std::string& path) {
 }
 
 // What one certificate row holds, computed before any lock is taken.
-LedgerEntry ledger_entry_for(const X509* cert) {
+LedgerEntry ledger_entry_for(const X509* cert, std::string* der_sha256) {
   LedgerEntry e;
   e.serial = serial_hex(X509_get0_serialNumber(cert));
   e.issuer = name_to_string(X509_get_issuer_name(cert));
@@ -401,7 +402,9 @@ LedgerEntry ledger_entry_for(const X509* cert) {
   e.not_before = iso8601(asn1_time_to_time_t(X509_get0_notBefore(cert)));
   e.not_after = iso8601(asn1_time_to_time_t(X509_get0_notAfter(cert)));
   e.issued_at = iso8601(now());
-  e.pem = x509_to_pem(cert);
+  const std::string der = x509_to_der(cert);
+  e.pem = der_to_pem(der, PEM_STRING_X509);
+  if (der_sha256) *der_sha256 = sha256_hex(der);
   return e;
 }
 
@@ -456,7 +459,8 @@ struct SqliteLedger::Pending {
 
 void SqliteLedger::record(const X509* cert, const std::string& profile, const std::string& requester,
                           const std::string& request_id) {
-  Pending mine{ledger_entry_for(cert), profile, requester, request_id, sha256_hex(x509_to_der(cert)), nullptr, false};
+  Pending mine{{}, profile, requester, request_id, {}, nullptr, false};
+  mine.entry = ledger_entry_for(cert, &mine.der_sha256);
   std::unique_lock<std::mutex> lk(m_queue_mutex);
   m_queue.push_back(&mine);
   while (!mine.done) {
@@ -523,8 +527,8 @@ void SqliteLedger::record_batch(const std::vector<BatchItem>& items) {
   entries.reserve(items.size());
   hashes.reserve(items.size());
   for (const auto& it : items) {
-    entries.push_back(ledger_entry_for(it.cert));
-    hashes.push_back(sha256_hex(x509_to_der(it.cert)));
+    hashes.emplace_back();
+    entries.push_back(ledger_entry_for(it.cert, &hashes.back()));
   }
   std::lock_guard<std::mutex> lock(m_mutex);
   if (sqlite3_exec(m_db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
@@ -540,7 +544,8 @@ void SqliteLedger::record_batch(const std::vector<BatchItem>& items) {
   } catch (...) {
     rollback(m_db);
     throw;
-  }
+  }  for (size_t i = 0; i < items.size(); ++i)
+    if (items[i].pem) *items[i].pem = std::move(entries[i].pem);
 }
 
 void SqliteLedger::record_event(const std::string& kind, const std::string& detail) {

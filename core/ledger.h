@@ -81,6 +81,7 @@ class Ledger {
     std::string profile;
     std::string requester;
     std::string request_id;  // as record()'s
+    std::string* pem = nullptr;  // when set, receives the certificate's PEM as the ledger stored it
   };
   // Records several certificates in ONE transaction (one fsync): all or nothing. Error(Conflict) for a
   // duplicate serial, Error(Io) otherwise; then nothing of the batch is recorded.
@@ -140,8 +141,9 @@ class Ledger {
 };
 
 // What one certificate row holds (serial, names, SANs, validity, PEM; issued_at = now). profile,
-// requester and status are left for the caller.
-LedgerEntry ledger_entry_for(const X509* cert);
+// requester and status are left for the caller. The certificate is encoded once: when `der_sha256` is
+// given, it receives the SHA-256 (hex) of the same DER the PEM holds, for the audit entry.
+LedgerEntry ledger_entry_for(const X509* cert, std::string* der_sha256 = nullptr);
 
 // The details (JSON text) of the audit events every ledger backend appends, built in one place so that
 // the SQLite and PostgreSQL chains encode them identically.

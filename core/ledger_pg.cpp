@@ -410,8 +410,8 @@ std::unique_ptr<Ledger> PgLedger::open(const std::string& url) {
 
 void PgLedger::record(const X509* cert, const std::string& profile, const std::string& requester,
                       const std::string& request_id) {
-  LedgerEntry e = ledger_entry_for(cert);
-  std::string der_sha256 = sha256_hex(x509_to_der(cert));
+  std::string der_sha256;
+  LedgerEntry e = ledger_entry_for(cert, &der_sha256);
   Lease lease(*this);
   in_transaction(lease.get(), m_path, "could not record certificate " + e.serial, [&] {
     insert_certificate(lease.get(), m_path, e, profile, requester, request_id, der_sha256);
@@ -424,8 +424,8 @@ void PgLedger::record_batch(const std::vector<BatchItem>& items) {
   std::vector<LedgerEntry> entries;
   std::vector<std::string> hashes;
   for (const auto& it : items) {
-    entries.push_back(ledger_entry_for(it.cert));
-    hashes.push_back(sha256_hex(x509_to_der(it.cert)));
+    hashes.emplace_back();
+    entries.push_back(ledger_entry_for(it.cert, &hashes.back()));
   }
   Lease lease(*this);
   in_transaction(lease.get(), m_path, "could not record " + std::to_string(items.size()) + " certificates", [&] {
@@ -433,7 +433,8 @@ void PgLedger::record_batch(const std::vector<BatchItem>& items) {
       insert_certificate(lease.get(), m_path, entries[i], items[i].profile, items[i].requester, items[i].request_id,
                          hashes[i]);
     return 0;
-  });
+  });  for (size_t i = 0; i < items.size(); ++i)
+    if (items[i].pem) *items[i].pem = std::move(entries[i].pem);
 }
 
 void PgLedger::record_event(const std::string& kind, const std::string& detail) {

@@ -6,9 +6,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+#include <openssl/pem.h>
 #include <sqlite3.h>
 
 #include <atomic>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -160,4 +163,61 @@ TEST_CASE("ledger: issue_batch records all or nothing", "[core][ledger]") {
   CHECK(e.kind() == ErrorKind::Io);
   CHECK(std::string(e.what()).find("refused by trigger") != std::string::npos);
   CHECK(ledger->list().size() == 11);  // nothing of the second batch
+}
+
+TEST_CASE("ledger: issue_batch hands back each certificate's PEM as recorded, encoded once", "[core][ledger]") {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path() + "/ledger.db");
+  Ca ca;
+  ca.cert = make_root(ca, *ledger);
+  Issuer issuer(ca.cert.get(), ca.key.get(), *ledger);
+  EVP_PKEY_ptr ec_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
+  EVP_PKEY_ptr rsa_key = generate_software_key(KeySpec{KeySpec::Type::Rsa, 2048});
+
+  std::vector<IssueRequest> reqs(6);
+  std::vector<const IssueRequest*> ptrs;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].subject = cn_name("pem-" + std::to_string(i));
+    reqs[i].public_key = i % 2 ? rsa_key.get() : ec_key.get();
+    reqs[i].profile = &ca.leaf;
+    reqs[i].requester = "test";
+    ptrs.push_back(&reqs[i]);
+  }
+  std::vector<std::string> pems{"stale"};
+  auto certs = issuer.issue_batch(ptrs, &pems);
+  REQUIRE(certs.size() == reqs.size());
+  REQUIRE(pems.size() == reqs.size());
+  std::map<std::string, std::string> issued_hash;  // serial -> sha256 in the audit entry
+  for (const auto& a : ledger->audit_entries()) {
+    if (a.kind != "certificate-issued") continue;
+    auto detail = nlohmann::json::parse(a.detail);
+    issued_hash[detail["serial"].get<std::string>()] = detail["sha256"].get<std::string>();
+  }
+  for (size_t i = 0; i < certs.size(); ++i) {
+    const std::string serial = serial_hex(X509_get0_serialNumber(certs[i].get()));
+    // The same bytes as OpenSSL's own PEM writer, the same as the ledger row, and the audit entry's hash
+    // is of the DER that PEM holds.
+    CHECK(pems[i] == x509_to_pem(certs[i].get()));
+    CHECK(der_to_pem(x509_to_der(certs[i].get()), PEM_STRING_X509) == pems[i]);
+    auto row = ledger->find(serial);
+    REQUIRE(row);
+    CHECK(row->pem == pems[i]);
+    CHECK(issued_hash[serial] == sha256_hex(x509_to_der(certs[i].get())));
+    X509_ptr back = x509_from_pem(pems[i], "pem " + std::to_string(i));
+    CHECK(X509_cmp(back.get(), certs[i].get()) == 0);
+  }
+  // record() (the one-by-one path) writes the same row and hash.
+  IssueRequest one;
+  one.subject = cn_name("pem-one");
+  one.public_key = ec_key.get();
+  one.profile = &ca.leaf;
+  one.requester = "test";
+  X509_ptr single = issuer.issue(one);
+  const std::string serial = serial_hex(X509_get0_serialNumber(single.get()));
+  auto row = ledger->find(serial);
+  REQUIRE(row);
+  CHECK(row->pem == x509_to_pem(single.get()));
+  auto last = ledger->audit_entries().back();
+  CHECK(last.kind == "certificate-issued");
+  CHECK(nlohmann::json::parse(last.detail)["sha256"] == sha256_hex(x509_to_der(single.get())));
 }

@@ -96,6 +96,13 @@ std::string x509_to_der(const X509* cert) {
   return out;
 }
 
+std::string der_to_pem(std::string_view der, const char* label) {
+  BIO_ptr bio = out_bio();
+  if (PEM_write_bio(bio.get(), label, "", reinterpret_cast<const unsigned char*>(der.data()), static_cast<long>(der.size())) <= 0)
+    throw_openssl(ErrorKind::Internal, "PEM_write_bio");
+  return bio_contents(bio.get());
+}
+
 X509_REQ_ptr csr_from_pem_or_der(std::string_view data, const std::string& what) {
   OpensslErrorScope errors;
   X509_REQ_ptr req;

@@ -69,6 +69,9 @@ X509_ptr x509_from_pem(std::string_view pem, const std::string& what);
 std::vector<X509_ptr> x509_chain_from_pem(std::string_view pem, const std::string& what);
 std::string x509_to_pem(const X509* cert);
 std::string x509_to_der(const X509* cert);
+// DER bytes under a PEM label ("CERTIFICATE", ...): what PEM_write_bio_X509 and its kin write for the
+// same bytes, line for line.
+std::string der_to_pem(std::string_view der, const char* label);
 // A CSR in PEM ("CERTIFICATE REQUEST" or "NEW CERTIFICATE REQUEST") or DER.
 X509_REQ_ptr csr_from_pem_or_der(std::string_view data, const std::string& what);
 std::string csr_to_pem(const X509_REQ* csr);
