@@ -4,6 +4,7 @@
 #include "core/profile.h"
 #include "core/yaml_keys.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 #include <array>
 #include <cstring>
 #include <set>
+#include <sstream>
 
 namespace hwca::core::k8s {
 
@@ -208,6 +210,176 @@ std::string https_url(const std::string& host, int port) {
 ClusterSpec ClusterSpec::load(const std::string& path) { return parse(read_config_file(path), path); }
 
 ClusterSpec ClusterSpec::parse(const std::string& yaml, const std::string& file) {
+  if (std::optional<ClusterSpec> s = parse_streamed(yaml, file)) return std::move(*s);
+  return parse_whole(yaml, file);
+}
+
+// The `workers` list read from yaml-cpp's events, so that a cluster of any size parses in about the same
+// memory: when the top level is a block map, `workers` (written once, plainly) is a list whose entries are
+// maps of plain scalars `name` and `ip`, each once, with no anchor, alias or tag. The key and its list are
+// then blanked (every character but line ends becomes a space, so every other line and position stays
+// where it was); the rest is read through the node tree as always, and the workers are checked as nodes()
+// and the name checks would. Anything else, and any failure, returns nullopt: parse() then reads the
+// whole tree and reports what it finds there.
+std::optional<ClusterSpec> ClusterSpec::parse_streamed(const std::string& yaml, const std::string& file) {
+  static constexpr char kKey[] = "workers";
+  static constexpr size_t kKeyLength = sizeof kKey - 1;
+  // yaml-cpp counts positions in characters of its UTF-8 stream; text with a byte order mark or in
+  // UTF-16/32 would not line up with the bytes here.
+  if (yaml.empty() || static_cast<unsigned char>(yaml[0]) >= 0x80 || yaml[0] == '\0' ||
+      (yaml.size() > 1 && yaml[1] == '\0'))
+    return std::nullopt;
+
+  class Reader final : public YAML::EventHandler {
+   public:
+    bool usable = true;
+    bool top_block = false;
+    long key_pos = -1;  // where `workers` is written
+    long end_pos = -1;  // where its value ends: the next top-level key, or the end of the text
+    bool after_workers = false;  // the list ended; the next top-level key ends its text
+    std::vector<StreamedNode> items;
+
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnAnchor(const YAML::Mark&, const std::string&) override { give_up(); }
+    void OnNull(const YAML::Mark&, YAML::anchor_t anchor) override {
+      if (anchor != YAML::NullAnchor) give_up();
+      value(nullptr, YAML::Mark());
+    }
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override { give_up(); }
+    void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor, const std::string& v) override {
+      if (anchor != YAML::NullAnchor || (tag != "?" && tag != "!")) give_up();
+      value(&v, mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                         YAML::EmitterStyle::value) override {
+      if (anchor != YAML::NullAnchor || (tag != "?" && !tag.empty())) give_up();
+      open(false, mark);
+    }
+    void OnSequenceEnd() override { close(); }
+    void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                    YAML::EmitterStyle::value style) override {
+      if (anchor != YAML::NullAnchor || (tag != "?" && !tag.empty())) give_up();
+      if (m_stack.empty()) top_block = style == YAML::EmitterStyle::Block;
+      open(true, mark);
+    }
+    void OnMapEnd() override {
+      if (m_stack.size() == 1 && after_workers && end_pos == -1) end_pos = -2;  // to the end of the text
+      close();
+    }
+
+   private:
+    struct Level {
+      bool map;
+      bool expecting_key = true;  // maps: the next scalar is a key
+    };
+    std::vector<Level> m_stack;
+    bool m_workers_value_next = false;  // the top-level key just read is `workers`
+    bool m_in_workers = false;          // inside the workers list (depth 2 and below)
+    std::string m_item_key;             // the key just read in an entry
+    bool m_has_name = false, m_has_ip = false;
+
+    void give_up() { usable = false; }
+    // A scalar or null at the current level.
+    void value(const std::string* v, const YAML::Mark& mark) {
+      if (!usable) return;
+      const size_t depth = m_stack.size();
+      if (depth == 0) return give_up();  // a document that is one scalar
+      Level& top = m_stack.back();
+      if (depth == 1) {  // the top-level map: keys and values
+        if (!top.map) return give_up();
+        if (top.expecting_key) {
+          if (!v) return give_up();
+          if (after_workers && end_pos == -1) end_pos = mark.pos;
+          if (*v == kKey) {
+            if (key_pos >= 0) return give_up();  // written twice: the tree reports it
+            key_pos = mark.pos;
+            m_workers_value_next = true;
+          }
+        } else if (m_workers_value_next) {
+          return give_up();  // `workers:` with a scalar or nothing
+        }
+        top.expecting_key = !top.expecting_key;
+        return;
+      }
+      if (!m_in_workers) {  // elsewhere: read by the tree
+        if (top.map) top.expecting_key = !top.expecting_key;
+        return;
+      }
+      if (depth != 3 || !top.map || !v) return give_up();
+      if (top.expecting_key) {
+        m_item_key = *v;
+        bool& seen = m_item_key == "name" ? m_has_name : m_has_ip;
+        if ((m_item_key != "name" && m_item_key != "ip") || seen) return give_up();
+        seen = true;
+      } else {
+        (m_item_key == "name" ? items.back().name : items.back().ip) = *v;
+      }
+      top.expecting_key = !top.expecting_key;
+    }
+    void open(bool map, const YAML::Mark& mark) {
+      if (!usable) return;
+      const size_t depth = m_stack.size();
+      if (depth == 1) {  // a collection as a top-level value (or key)
+        if (m_stack.back().expecting_key) return give_up();
+        if (m_workers_value_next) {
+          if (map) return give_up();
+          m_in_workers = true;
+        }
+      } else if (m_in_workers) {
+        if (depth != 2 || !map) return give_up();  // entries are maps, holding scalars only
+        items.push_back(StreamedNode{{}, {}, mark.line >= 0 ? mark.line + 1 : 0});
+        m_has_name = m_has_ip = false;
+      }
+      m_stack.push_back(Level{map});
+    }
+    void close() {
+      if (!usable || m_stack.empty()) return;
+      const size_t depth = m_stack.size();
+      if (m_in_workers && depth == 3 && !(m_has_name && m_has_ip)) return give_up();
+      m_stack.pop_back();
+      if (depth == 2 && m_in_workers) {
+        m_in_workers = false;
+        m_workers_value_next = false;
+        after_workers = true;
+      }
+      if (!m_stack.empty() && m_stack.back().map) m_stack.back().expecting_key = true;
+    }
+  };
+
+  Reader r;
+  try {
+    std::istringstream in(yaml);
+    YAML::Parser parser(in);
+    parser.HandleNextDocument(r);
+  } catch (const YAML::Exception&) {
+    return std::nullopt;
+  }
+  if (!r.usable || !r.top_block || r.key_pos < 0 || r.items.empty() || !r.after_workers || r.end_pos == -1)
+    return std::nullopt;
+  const size_t key = static_cast<size_t>(r.key_pos);
+  const size_t from = key + kKeyLength;
+  const size_t end = r.end_pos == -2 ? yaml.size() : static_cast<size_t>(r.end_pos);
+  // The key as written, unquoted; the key and its value are blanked.
+  if (end > yaml.size() || from >= end || yaml.compare(key, kKeyLength, kKey) != 0 ||
+      (yaml[from] != ':' && yaml[from] != ' ' && yaml[from] != '\t'))
+    return std::nullopt;
+  std::string text = yaml;
+  for (size_t i = key; i < end; ++i)
+    if (text[i] != '\n' && text[i] != '\r') text[i] = ' ';
+  try {
+    return parse_tree(text, file, &r.items);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+ClusterSpec ClusterSpec::parse_whole(const std::string& yaml, const std::string& file) {
+  return parse_tree(yaml, file, nullptr);
+}
+
+ClusterSpec ClusterSpec::parse_tree(const std::string& yaml, const std::string& file,
+                                    const std::vector<StreamedNode>* streamed_workers) {
   Ctx c{file};
   YAML::Node root;
   try {
@@ -329,23 +501,40 @@ ClusterSpec ClusterSpec::parse(const std::string& yaml, const std::string& file)
   } else {
     s.etcd = s.control_plane;
   }
-  if (auto n = root["workers"]) s.workers = nodes(c, n, "workers");
+  if (streamed_workers) {
+    // Read by parse_streamed, whose text has no `workers` left: the same checks as nodes() makes.
+    // A failure only sends parse() to the whole tree, which reports it with its own words and line.
+    s.workers.reserve(streamed_workers->size());
+    for (const StreamedNode& w : *streamed_workers) {
+      if (!is_dns_label(w.name)) throw Error(ErrorKind::BadInput, "streamed worker: not a DNS label");
+      auto b = ip_bytes(w.ip);
+      if (b.empty()) throw Error(ErrorKind::BadInput, "streamed worker: not an IP address");
+      s.workers.push_back(Node{w.name, ip_text(b), w.line});
+    }
+  } else if (auto n = root["workers"]) {
+    s.workers = nodes(c, n, "workers");
+  }
   // One name, one node: a name may appear in controlPlane and etcd with the same IP (a stacked member),
   // but never twice in one list, never with two IPs, never as a worker and a control-plane node.
   {
     std::map<std::string, std::pair<std::string, std::string>> seen;  // name -> (ip, list)
     auto check = [&](const std::vector<Node>& list, const std::string& field, const YAML::Node& seq) {
+      // A streamed list has no nodes to point at: parse() then reads the whole tree, which does.
+      auto fail = [&](size_t i, const std::string& f, const std::string& reason) {
+        if (seq.IsSequence() && i < seq.size()) c.fail(seq[i], f, reason);
+        throw Error(ErrorKind::BadInput, file + ": " + f + ": " + reason);
+      };
       std::set<std::string> here;
       for (size_t i = 0; i < list.size(); ++i) {
         const Node& nd = list[i];
         std::string f = field + "[" + std::to_string(i) + "].name";
-        if (!here.insert(nd.name).second) c.fail(seq[i], f, "duplicate node name '" + nd.name + "'");
+        if (!here.insert(nd.name).second) fail(i, f, "duplicate node name '" + nd.name + "'");
         auto it = seen.find(nd.name);
         if (it != seen.end()) {
           bool stacked = field == "etcd" && it->second.second == "controlPlane";
-          if (!stacked) c.fail(seq[i], f, "duplicate node name '" + nd.name + "' (already in " + it->second.second + ")");
+          if (!stacked) fail(i, f, "duplicate node name '" + nd.name + "' (already in " + it->second.second + ")");
           if (it->second.first != nd.ip)
-            c.fail(seq[i], f, "node '" + nd.name + "' has IP " + nd.ip + " here but " + it->second.first + " in controlPlane");
+            fail(i, f, "node '" + nd.name + "' has IP " + nd.ip + " here but " + it->second.first + " in controlPlane");
         } else {
           seen[nd.name] = {nd.ip, field};
         }
@@ -353,7 +542,7 @@ ClusterSpec ClusterSpec::parse(const std::string& yaml, const std::string& file)
     };
     check(s.control_plane, "controlPlane", root["controlPlane"]);
     if (s.etcd_given) check(s.etcd, "etcd", root["etcd"]);
-    if (root["workers"]) check(s.workers, "workers", root["workers"]);
+    if (root["workers"] || streamed_workers) check(s.workers, "workers", root["workers"]);
   }
 
   if (auto n = root["apiServerCertSANs"]) {

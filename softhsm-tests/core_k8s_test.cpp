@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -611,4 +612,97 @@ TEST_CASE_METHOD(LayoutRun, "k8s layout: a ledger failure in one part of a multi
   InitResult r = init_cluster(s, keys, *ledger, opt);
   CHECK(r.orphaned == 0);
   CHECK(ledger->list().size() == make_plan(s).certs.size());
+}
+
+namespace {
+
+// Every field of a parsed cluster file, or the error it gave: what parse() and parse_whole() must agree on.
+std::string outcome(const std::function<ClusterSpec()>& parse) {
+  try {
+    ClusterSpec s = parse();
+    std::string out = s.file + "|" + s.name + "|" + s.kubernetes_version + "|" + std::to_string(s.version_major) + "." +
+                      std::to_string(s.version_minor) + "." + std::to_string(s.version_patch) + "|" +
+                      s.control_plane_endpoint + "|" + std::to_string(s.api_server_port) + "|" + s.service_subnet + "|" +
+                      s.pod_subnet + "|" + s.dns_domain + "|" + (s.etcd_given ? "etcd" : "-") + "|" +
+                      s.leaf_key.name() + "|" + s.ca_key_spec.name() + "|" + std::to_string(s.ca_validity.count()) + "|" +
+                      std::to_string(s.leaf_validity.count()) + "|" + s.kubernetes_ca_key + "|" + s.etcd_ca_key + "|" +
+                      s.front_proxy_ca_key + "|" + (s.seed_extras ? "seed" : "-") + "|" + s.install_dir + "|" +
+                      std::to_string(s.etcd_client_port) + "|" + std::to_string(s.etcd_peer_port);
+    for (const auto* list : {&s.control_plane, &s.etcd, &s.workers}) {
+      out += "\n[";
+      for (const Node& n : *list) out += n.name + "=" + n.ip + "@" + std::to_string(n.line) + " ";
+      out += "]";
+    }
+    for (const auto& san : s.api_server_cert_sans) out += "\nsan " + san;
+    for (const auto& [field, line] : s.lines) out += "\nline " + field + "=" + std::to_string(line);
+    return out;
+  } catch (const Error& e) {
+    return std::string("error: ") + e.what();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("k8s cluster file: the workers list read from the parser's events gives what the whole tree gives") {
+  const std::string head = "name: kubernetes\ncontrolPlane:\n  - {name: cp1, ip: 10.0.0.1}\n  - {name: cp2, ip: 10.0.0.2}\n";
+  std::string many = "workers:\n";
+  for (int i = 1; i <= 3000; ++i)
+    many += "  - {name: w" + std::to_string(i) + ", ip: 10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "}\n";
+  struct Case {
+    std::string desc, yaml;
+    bool streamed;  // the events are used (else parse() reads the whole tree)
+  };
+  const std::vector<Case> cases = {
+      {"flow entries, workers before cas", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: w2, ip: 10.0.1.2}\n" + kCas, true},
+      {"flow entries, workers last", head + kCas + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: w2, ip: 10.0.1.2}\n", true},
+      {"workers last, no final line end", head + kCas + "workers:\n  - {name: w1, ip: 10.0.1.1}", true},
+      {"block entries, keys in either order",
+       head + "workers:\n  - name: w1\n    ip: 10.0.1.1\n  - ip: 10.0.1.2\n    name: w2\n" + kCas + "podSubnet: 10.50.0.0/16\n", true},
+      {"one flow list", head + "workers: [{name: w1, ip: 10.0.1.1}, {name: \"w2\", ip: '10.0.1.2'}]\n" + kCas, true},
+      {"indentless list", head + "workers:\n- {name: w1, ip: 10.0.1.1}\n- {name: w2, ip: 10.0.1.2}\n" + kCas, true},
+      {"comments and blank lines", head + "workers:   # the nodes\n\n  # first\n  - {name: w1, ip: 10.0.1.1}  # one\n\n  - {name: w2, ip: 10.0.1.2}\n# after\n" + kCas, true},
+      {"CRLF line ends", "name: kubernetes\r\ncontrolPlane:\r\n  - {name: cp1, ip: 10.0.0.1}\r\nworkers:\r\n  - {name: w1, ip: 10.0.1.1}\r\n  - name: w2\r\n    ip: 10.0.1.2\r\ncas:\r\n  kubernetes-ca: {key: \"pkcs11:token=t;object=k\"}\r\n  etcd-ca: {key: \"pkcs11:token=t;object=e\"}\r\n  front-proxy-ca: {key: \"pkcs11:token=t;object=f\"}\r\n", true},
+      {"IPv6, normalised", head + "workers:\n  - {name: w1, ip: \"2001:DB8:0:0::1\"}\n  - {name: w2, ip: \"::ffff:10.0.1.2\"}\n" + kCas, true},
+      {"3,000 workers", head + many + kCas, true},
+      {"etcd members and workers", head + "etcd:\n  - {name: e1, ip: 10.0.2.1}\nworkers:\n  - {name: w1, ip: 10.0.1.1}\n" + kCas, true},
+      // Read by the whole tree: the same result, or the same error with its line.
+      {"an anchor and an alias", head + "workers:\n  - &w1 {name: w1, ip: 10.0.1.1}\n" + kCas + "etcd: [*w1]\n", false},
+      {"an unknown field in an entry", head + "workers:\n  - {name: w1, ip: 10.0.1.1, zone: a}\n" + kCas, false},
+      {"a field twice in an entry", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: w2, name: w3, ip: 10.0.1.2}\n" + kCas, false},
+      {"an entry without ip", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: w2}\n" + kCas, false},
+      {"an empty ip", head + "workers:\n  - {name: w1, ip: }\n" + kCas, false},
+      {"two workers of one name", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: w1, ip: 10.0.1.2}\n" + kCas, false},
+      {"a worker named like a control-plane node", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: cp2, ip: 10.0.1.2}\n" + kCas, false},
+      {"a bad IP", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n  - {name: w2, ip: 10.0.1.256}\n" + kCas, false},
+      {"a bad name", head + "workers:\n  - {name: W_2, ip: 10.0.1.2}\n" + kCas, false},
+      {"a list as an ip", head + "workers:\n  - {name: w1, ip: [10.0.1.1]}\n" + kCas, false},
+      {"a scalar entry", head + "workers:\n  - w1\n" + kCas, false},
+      {"workers: with nothing", head + "workers:\n" + kCas, false},
+      {"workers: []", head + "workers: []\n" + kCas, false},
+      {"workers as a map", head + "workers: {w1: 10.0.1.1}\n" + kCas, false},
+      {"a quoted key", head + "\"workers\":\n  - {name: w1, ip: 10.0.1.1}\n" + kCas, false},
+      {"workers twice", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\nworkers:\n  - {name: w2, ip: 10.0.1.2}\n" + kCas, false},
+      {"a flow map at the top", "{name: kubernetes, controlPlane: [{name: cp1, ip: 10.0.0.1}], workers: [{name: w1, ip: 10.0.1.1}], "
+                                "cas: {kubernetes-ca: {key: \"pkcs11:token=t;object=k\"}, etcd-ca: {key: \"pkcs11:token=t;object=e\"}, "
+                                "front-proxy-ca: {key: \"pkcs11:token=t;object=f\"}}}\n", false},
+      {"a tag on a name", head + "workers:\n  - {name: !!str w1, ip: 10.0.1.1}\n" + kCas, false},
+      {"a syntax error in the list", head + "workers:\n  - {name: w1, ip: 10.0.1.1\n  - {name: w2, ip: 10.0.1.2}\n" + kCas, false},
+      {"a syntax error after the list", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\ncas: [\n", false},
+      {"an error elsewhere", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\nserviceSubnet: 10.254.0.0\n" + kCas, false},
+      {"an unknown top-level field", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\nworker: []\n" + kCas, false},
+      {"a second document", head + "workers:\n  - {name: w1, ip: 10.0.1.1}\n" + kCas + "---\nname: other\n", true},
+  };
+  for (const auto& c : cases) {
+    INFO(c.desc);
+    const std::string whole = outcome([&] { return ClusterSpec::parse_whole(c.yaml, "c.yaml"); });
+    const std::string chosen = outcome([&] { return ClusterSpec::parse(c.yaml, "c.yaml"); });
+    CHECK(chosen == whole);
+    auto streamed = ClusterSpec::parse_streamed(c.yaml, "c.yaml");
+    CHECK(streamed.has_value() == c.streamed);
+    if (streamed) {
+      CHECK(outcome([&] { return *streamed; }) == whole);
+      CHECK(*streamed == ClusterSpec::parse_whole(c.yaml, "c.yaml"));
+    }
+    if (c.streamed) CHECK(whole.rfind("error: ", 0) == std::string::npos);
+  }
 }

@@ -4,11 +4,34 @@
 
 #include "core/k8s_cluster.h"
 
+#include <optional>
+#include <string>
+
 using namespace hwca::core::k8s;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string text = hwca::fuzz::bytes(data, size);
+  // parse() may read `workers` from the parser's events instead of the whole node tree: it must give
+  // exactly what the whole tree gives, the same spec or the same error, and the streamed reading alone
+  // never throws.
+  std::optional<ClusterSpec> whole, chosen;
+  std::string whole_error, chosen_error;
+  try {
+    whole = ClusterSpec::parse_whole(text, "cluster.yaml");
+  } catch (const hwca::Error& e) {
+    whole_error = e.what();
+  }
+  try {
+    chosen = ClusterSpec::parse(text, "cluster.yaml");
+  } catch (const hwca::Error& e) {
+    chosen_error = e.what();
+  }
+  HWCA_FUZZ_CHECK(chosen == whole && chosen_error == whole_error);
+  const std::optional<ClusterSpec> streamed = ClusterSpec::parse_streamed(text, "cluster.yaml");
+  HWCA_FUZZ_CHECK(!streamed || streamed == whole);
+
   hwca::fuzz::accepts([&] {
-    ClusterSpec spec = ClusterSpec::parse(hwca::fuzz::bytes(data, size), "cluster.yaml");
+    ClusterSpec spec = ClusterSpec::parse(text, "cluster.yaml");
     hwca::fuzz::accepts([&] { (void)spec.first_service_ip(); });
     hwca::fuzz::accepts([&] { (void)spec.cluster_dns_ip(); });
     hwca::fuzz::accepts([&] { (void)spec.server_url(); });
