@@ -662,6 +662,9 @@ TEST_CASE("k8s cluster file: the workers list read from the parser's events give
       {"indentless list", head + "workers:\n- {name: w1, ip: 10.0.1.1}\n- {name: w2, ip: 10.0.1.2}\n" + kCas, true},
       {"comments and blank lines", head + "workers:   # the nodes\n\n  # first\n  - {name: w1, ip: 10.0.1.1}  # one\n\n  - {name: w2, ip: 10.0.1.2}\n# after\n" + kCas, true},
       {"CRLF line ends", "name: kubernetes\r\ncontrolPlane:\r\n  - {name: cp1, ip: 10.0.0.1}\r\nworkers:\r\n  - {name: w1, ip: 10.0.1.1}\r\n  - name: w2\r\n    ip: 10.0.1.2\r\ncas:\r\n  kubernetes-ca: {key: \"pkcs11:token=t;object=k\"}\r\n  etcd-ca: {key: \"pkcs11:token=t;object=e\"}\r\n  front-proxy-ca: {key: \"pkcs11:token=t;object=f\"}\r\n", true},
+      {"UTF-8 before and inside the list", "# nœuds du cluster — ünïcode\n" + head +
+                                                "workers:\n  - {name: w1, ip: 10.0.1.1}  # première\n  - {name: w2, ip: 10.0.1.2}\n" + kCas +
+                                                "podSubnet: 10.60.0.0/16  # après\n", true},
       {"IPv6, normalised", head + "workers:\n  - {name: w1, ip: \"2001:DB8:0:0::1\"}\n  - {name: w2, ip: \"::ffff:10.0.1.2\"}\n" + kCas, true},
       {"3,000 workers", head + many + kCas, true},
       {"etcd members and workers", head + "etcd:\n  - {name: e1, ip: 10.0.2.1}\nworkers:\n  - {name: w1, ip: 10.0.1.1}\n" + kCas, true},
