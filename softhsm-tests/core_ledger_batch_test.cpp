@@ -39,6 +39,15 @@ X509_ptr make_root(Ca& ca, Ledger& ledger) {
   return Issuer(nullptr, ca.key.get(), ledger).issue(r);
 }
 
+// A ledger in a temporary folder, a software root recorded in it, and an Issuer under that root.
+struct Issuing {
+  TempDir dir;
+  std::string path = dir.path() + "/ledger.db";
+  std::unique_ptr<Ledger> ledger = Ledger::open(path);
+  Ca ca;
+  Issuer issuer{(ca.cert = make_root(ca, *ledger)).get(), ca.key.get(), *ledger};
+};
+
 void exec(const std::string& path, const std::string& sql) {
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
@@ -54,11 +63,8 @@ void exec(const std::string& path, const std::string& sql) {
 }  // namespace
 
 TEST_CASE("ledger: concurrent issue() calls are all recorded, once each", "[core][ledger]") {
-  TempDir dir;
-  auto ledger = Ledger::open(dir.path() + "/ledger.db");
-  Ca ca;
-  ca.cert = make_root(ca, *ledger);
-  Issuer issuer(ca.cert.get(), ca.key.get(), *ledger);
+  Issuing setup;
+  auto& [dir, path, ledger, ca, issuer] = setup;
   EVP_PKEY_ptr leaf_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
 
   constexpr int kThreads = 4, kEach = 50;
@@ -94,14 +100,10 @@ TEST_CASE("ledger: concurrent issue() calls are all recorded, once each", "[core
 }
 
 TEST_CASE("ledger: in a group commit, a refused record fails alone", "[core][ledger]") {
-  TempDir dir;
-  const std::string path = dir.path() + "/ledger.db";
-  auto ledger = Ledger::open(path);
-  Ca ca;
-  ca.cert = make_root(ca, *ledger);
+  Issuing setup;
+  auto& [dir, path, ledger, ca, issuer] = setup;
   exec(path, "CREATE TRIGGER refuse_bad BEFORE INSERT ON certificates WHEN NEW.subject LIKE '%refuse-me%' "
              "BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END;");
-  Issuer issuer(ca.cert.get(), ca.key.get(), *ledger);
   EVP_PKEY_ptr leaf_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
 
   std::atomic<int> ok{0}, refused{0}, other{0};
@@ -135,12 +137,8 @@ TEST_CASE("ledger: in a group commit, a refused record fails alone", "[core][led
 }
 
 TEST_CASE("ledger: issue_batch records all or nothing", "[core][ledger]") {
-  TempDir dir;
-  const std::string path = dir.path() + "/ledger.db";
-  auto ledger = Ledger::open(path);
-  Ca ca;
-  ca.cert = make_root(ca, *ledger);
-  Issuer issuer(ca.cert.get(), ca.key.get(), *ledger);
+  Issuing setup;
+  auto& [dir, path, ledger, ca, issuer] = setup;
   EVP_PKEY_ptr leaf_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
 
   std::vector<IssueRequest> reqs(10);
@@ -166,11 +164,8 @@ TEST_CASE("ledger: issue_batch records all or nothing", "[core][ledger]") {
 }
 
 TEST_CASE("ledger: issue_batch hands back each certificate's PEM as recorded, encoded once", "[core][ledger]") {
-  TempDir dir;
-  auto ledger = Ledger::open(dir.path() + "/ledger.db");
-  Ca ca;
-  ca.cert = make_root(ca, *ledger);
-  Issuer issuer(ca.cert.get(), ca.key.get(), *ledger);
+  Issuing setup;
+  auto& [dir, path, ledger, ca, issuer] = setup;
   EVP_PKEY_ptr ec_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
   EVP_PKEY_ptr rsa_key = generate_software_key(KeySpec{KeySpec::Type::Rsa, 2048});
 
