@@ -544,7 +544,9 @@ void SqliteLedger::record_batch(const std::vector<BatchItem>& items) {
   } catch (...) {
     rollback(m_db);
     throw;
-  }  for (size_t i = 0; i < items.size(); ++i)
+  }
+  // Recorded: the caller may have the PEM the row holds.
+  for (size_t i = 0; i < items.size(); ++i)
     if (items[i].pem) *items[i].pem = std::move(entries[i].pem);
 }
 

@@ -433,7 +433,9 @@ void PgLedger::record_batch(const std::vector<BatchItem>& items) {
       insert_certificate(lease.get(), m_path, entries[i], items[i].profile, items[i].requester, items[i].request_id,
                          hashes[i]);
     return 0;
-  });  for (size_t i = 0; i < items.size(); ++i)
+  });
+  // Recorded: the caller may have the PEM the row holds.
+  for (size_t i = 0; i < items.size(); ++i)
     if (items[i].pem) *items[i].pem = std::move(entries[i].pem);
 }
 
