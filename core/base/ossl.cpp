@@ -149,14 +149,14 @@ EVP_PKEY_ptr private_key_from_pem(std::string_view pem, const std::string& what)
 }
 
 std::string private_key_to_traditional_pem(EVP_PKEY* key) {
-  BIO_ptr bio = out_bio();
   if (std::optional<std::string> der = ec_private_key_der(key)) {  // EC on a named curve: see ec_key_der.h
-    const int written = PEM_write_bio(bio.get(), PEM_STRING_ECPRIVATEKEY, "",
-                                      reinterpret_cast<const unsigned char*>(der->data()), static_cast<long>(der->size()));
-    OPENSSL_cleanse(der->data(), der->size());
-    if (written <= 0) throw_openssl(ErrorKind::Internal, "PEM_write_bio");
-    return bio_contents(bio.get());
+    struct Cleanse {
+      std::string& secret;
+      ~Cleanse() { OPENSSL_cleanse(secret.data(), secret.size()); }
+    } cleanse{*der};
+    return der_to_pem(*der, PEM_STRING_ECPRIVATEKEY);
   }
+  BIO_ptr bio = out_bio();
   if (PEM_write_bio_PrivateKey_traditional(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)
     throw_openssl(ErrorKind::Internal, "PEM_write_bio_PrivateKey_traditional");
   return bio_contents(bio.get());

@@ -82,13 +82,15 @@ std::string encode_tss2_pem(const Tss2PrivateKey& key) {
   unsigned char* der = nullptr;
   int len = i2d_HWCA_TSSPRIVKEY(tpk.get(), &der);
   if (len <= 0) throw_openssl(ErrorKind::Internal, "encoding the TSS2 PRIVATE KEY");
-  BIO_ptr bio(BIO_new(BIO_s_mem()));
-  int ok = bio ? PEM_write_bio(bio.get(), kPemName, "", der, len) : 0;
+  std::string pem;
+  try {
+    pem = der_to_pem(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)), kPemName);
+  } catch (...) {
+    OPENSSL_clear_free(der, static_cast<size_t>(len));
+    throw;
+  }
   OPENSSL_clear_free(der, static_cast<size_t>(len));
-  if (ok <= 0) throw_openssl(ErrorKind::Internal, "PEM_write_bio");
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(n));
+  return pem;
 }
 
 Tss2PrivateKey decode_tss2_pem(const std::string& pem, const std::string& what) {
