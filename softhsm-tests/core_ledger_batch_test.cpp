@@ -62,9 +62,7 @@ void exec(const std::string& path, const std::string& sql) {
 
 }  // namespace
 
-TEST_CASE("ledger: concurrent issue() calls are all recorded, once each", "[core][ledger]") {
-  Issuing setup;
-  auto& [dir, path, ledger, ca, issuer] = setup;
+TEST_CASE_METHOD(Issuing, "ledger: concurrent issue() calls are all recorded, once each", "[core][ledger]") {
   EVP_PKEY_ptr leaf_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
 
   constexpr int kThreads = 4, kEach = 50;
@@ -99,9 +97,7 @@ TEST_CASE("ledger: concurrent issue() calls are all recorded, once each", "[core
     for (const auto& s : v) CHECK(in_ledger.count(s) == 1);
 }
 
-TEST_CASE("ledger: in a group commit, a refused record fails alone", "[core][ledger]") {
-  Issuing setup;
-  auto& [dir, path, ledger, ca, issuer] = setup;
+TEST_CASE_METHOD(Issuing, "ledger: in a group commit, a refused record fails alone", "[core][ledger]") {
   exec(path, "CREATE TRIGGER refuse_bad BEFORE INSERT ON certificates WHEN NEW.subject LIKE '%refuse-me%' "
              "BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END;");
   EVP_PKEY_ptr leaf_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
@@ -136,9 +132,7 @@ TEST_CASE("ledger: in a group commit, a refused record fails alone", "[core][led
   for (const auto& e : rows) CHECK(e.subject.find("refuse-me") == std::string::npos);
 }
 
-TEST_CASE("ledger: issue_batch records all or nothing", "[core][ledger]") {
-  Issuing setup;
-  auto& [dir, path, ledger, ca, issuer] = setup;
+TEST_CASE_METHOD(Issuing, "ledger: issue_batch records all or nothing", "[core][ledger]") {
   EVP_PKEY_ptr leaf_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
 
   std::vector<IssueRequest> reqs(10);
@@ -163,9 +157,7 @@ TEST_CASE("ledger: issue_batch records all or nothing", "[core][ledger]") {
   CHECK(ledger->list().size() == 11);  // nothing of the second batch
 }
 
-TEST_CASE("ledger: issue_batch hands back each certificate's PEM as recorded, encoded once", "[core][ledger]") {
-  Issuing setup;
-  auto& [dir, path, ledger, ca, issuer] = setup;
+TEST_CASE_METHOD(Issuing, "ledger: issue_batch hands back each certificate's PEM as recorded, encoded once", "[core][ledger]") {
   EVP_PKEY_ptr ec_key = generate_software_key(KeySpec{KeySpec::Type::Ec, 256});
   EVP_PKEY_ptr rsa_key = generate_software_key(KeySpec{KeySpec::Type::Rsa, 2048});
 
