@@ -15,7 +15,7 @@ dir=build/$config
 if [ "$config" = asan ]; then
   export CC=clang CXX=clang++
   # A folder configured by another compiler (build/asan was GCC's before) cannot switch: start it again.
-  if [ -f "$dir/CMakeCache.txt" ] && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang++$' "$dir/CMakeCache.txt"; then
+  if [ -f "$dir/CMakeCache.txt" ] && ! grep -Eq '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang\+\+(-[0-9.]+)?$' "$dir/CMakeCache.txt"; then
     rm -rf "$dir"
   fi
 fi
