@@ -30,8 +30,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::optional<ClusterSpec> streamed = ClusterSpec::parse_streamed(text, "cluster.yaml");
   HWCA_FUZZ_CHECK(!streamed || streamed == whole);
 
+  if (!chosen) return 0;  // refused with a hwca::Error: checked above
   hwca::fuzz::accepts([&] {
-    ClusterSpec spec = ClusterSpec::parse(text, "cluster.yaml");
+    const ClusterSpec& spec = *chosen;
     hwca::fuzz::accepts([&] { (void)spec.first_service_ip(); });
     hwca::fuzz::accepts([&] { (void)spec.cluster_dns_ip(); });
     hwca::fuzz::accepts([&] { (void)spec.server_url(); });
