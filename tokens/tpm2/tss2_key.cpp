@@ -82,15 +82,10 @@ std::string encode_tss2_pem(const Tss2PrivateKey& key) {
   unsigned char* der = nullptr;
   int len = i2d_HWCA_TSSPRIVKEY(tpk.get(), &der);
   if (len <= 0) throw_openssl(ErrorKind::Internal, "encoding the TSS2 PRIVATE KEY");
-  std::string pem;
-  try {
-    pem = der_to_pem(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)), kPemName);
-  } catch (...) {
-    OPENSSL_clear_free(der, static_cast<size_t>(len));
-    throw;
-  }
-  OPENSSL_clear_free(der, static_cast<size_t>(len));
-  return pem;
+  // The encoding holds the private blob: wiped when freed, also when writing the PEM fails.
+  auto clear_free = [len](unsigned char* p) { OPENSSL_clear_free(p, static_cast<size_t>(len)); };
+  std::unique_ptr<unsigned char, decltype(clear_free)> owner(der, clear_free);
+  return der_to_pem(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)), kPemName);
 }
 
 Tss2PrivateKey decode_tss2_pem(const std::string& pem, const std::string& what) {
