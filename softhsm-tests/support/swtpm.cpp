@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <netinet/in.h>
+#include <random>
 #include <stdexcept>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -20,29 +21,30 @@ namespace hwca::test {
 
 namespace {
 
-// A port the kernel considers free on 127.0.0.1 (and the next one too), or 0.
+// Whether a listening socket could bind `port` on 127.0.0.1 now (no socket holds it, TIME-WAIT included).
+bool can_bind(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A port free on 127.0.0.1 (and the next one too), or 0. Drawn from 20000-31999, below the kernel's
+// ephemeral range, as scripts/ports.bash does for the shell tests: swtpm's TCTI opens a connection per
+// TPM command, so one test leaves thousands of client sockets in TIME-WAIT on ephemeral ports, and a
+// port asked of the kernel (bind to port 0) can then not be had at all.
 int free_port_pair() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof addr;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      ::close(fd);
-      return 0;
-    }
-    int port = ntohs(addr.sin_port);
-    ::close(fd);
-    if (port >= 65535) continue;
-    int fd2 = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    addr.sin_port = htons(static_cast<uint16_t>(port + 1));
-    bool next_free = fd2 >= 0 && ::bind(fd2, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    if (fd2 >= 0) ::close(fd2);
-    if (next_free) return port;
+  std::random_device seed;
+  std::mt19937 draw(seed());
+  std::uniform_int_distribution<int> in_range(20000, 31998);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int port = in_range(draw);
+    if (can_bind(port) && can_bind(port + 1)) return port;
   }
   return 0;
 }
